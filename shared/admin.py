@@ -1,0 +1,113 @@
+"""Operator commands for the broker topology and dead letters.
+
+    python -m shared.admin declare [SERVICE ...]     idempotent; all consumers by default
+    python -m shared.admin dlq list SERVICE [--limit N] [--json]
+    python -m shared.admin dlq replay SERVICE [--limit N]
+
+Replay sends each dead-lettered message back to that service's own queue
+only (not to its other consumers), then removes it from the dead-letter queue."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from kombu import Connection, Exchange
+
+from shared.config import Settings
+from shared.topology import dead_letter_queue_name, declare_suite, service_queue_name
+
+
+def declare(amqp_uri: str, services: list[str] | None, delivery_limit: int) -> list[str]:
+    with Connection(amqp_uri) as conn:
+        return declare_suite(conn, services or None, delivery_limit)
+
+
+def _describe(message) -> dict:
+    body = message.payload if message.content_type else message.body
+    deaths = (message.headers or {}).get("x-death") or [{}]
+    return {
+        "event_id": body.get("event_id") if isinstance(body, dict) else None,
+        "event_type": body.get("event_type") if isinstance(body, dict) else None,
+        "source": body.get("source") if isinstance(body, dict) else None,
+        "reason": deaths[0].get("reason"),
+        "deliveries": (message.headers or {}).get("x-delivery-count"),
+    }
+
+
+def list_dead_letters(amqp_uri: str, service: str, limit: int = 100) -> list[dict]:
+    """Peek: read up to `limit` messages and leave them in the queue."""
+    out = []
+    with Connection(amqp_uri) as conn:
+        channel = conn.channel()
+        for _ in range(limit):
+            message = channel.basic_get(dead_letter_queue_name(service), no_ack=False)
+            if message is None:
+                break
+            decoded = channel.message_to_python(message)
+            out.append(_describe(decoded))
+        channel.close()  # unacknowledged messages go back to the queue
+    return out
+
+
+def replay_dead_letters(amqp_uri: str, service: str, limit: int = 1000) -> int:
+    replayed = 0
+    with Connection(amqp_uri, transport_options={"confirm_publish": True}) as conn:
+        channel = conn.channel()
+        producer = conn.Producer(channel=channel)
+        for _ in range(limit):
+            raw = channel.basic_get(dead_letter_queue_name(service), no_ack=False)
+            if raw is None:
+                break
+            message = channel.message_to_python(raw)
+            headers = {k: v for k, v in (message.headers or {}).items()
+                       if not k.startswith("x-")}
+            producer.publish(message.body, exchange=Exchange(""), routing_key=service_queue_name(service),
+                             headers=headers, content_type=message.content_type,
+                             content_encoding=message.content_encoding, mandatory=True,
+                             delivery_mode=2)
+            message.ack()
+            replayed += 1
+    return replayed
+
+
+def dead_letter_depth(amqp_uri: str, service: str) -> int:
+    with Connection(amqp_uri) as conn:
+        _, count, _ = conn.default_channel.queue_declare(dead_letter_queue_name(service), passive=True)
+        return count
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m shared.admin", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_declare = sub.add_parser("declare", help="declare every event queue, binding and dead-letter queue")
+    p_declare.add_argument("services", nargs="*")
+    p_dlq = sub.add_parser("dlq", help="list or replay a service's dead-lettered events")
+    p_dlq.add_argument("action", choices=["list", "replay"])
+    p_dlq.add_argument("service")
+    p_dlq.add_argument("--limit", type=int, default=100)
+    p_dlq.add_argument("--json", action="store_true", help="machine-readable output")
+    args = parser.parse_args(argv)
+    settings = Settings.from_env("admin")
+    if args.command == "declare":
+        names = declare(settings.amqp_uri, args.services, settings.delivery_limit)
+        print(json.dumps({"declared": names}))
+        return 0
+    if args.action == "list":
+        rows = list_dead_letters(settings.amqp_uri, args.service, args.limit)
+        if args.json:
+            print(json.dumps(rows))
+        else:
+            print(f"{'event_id':<34} {'source':<12} {'event_type':<26} {'reason':<10} deliveries")
+            for row in rows:
+                print(f"{str(row['event_id']):<34} {str(row['source']):<12} "
+                      f"{str(row['event_type']):<26} {str(row['reason']):<10} {row['deliveries']}")
+            print(f"{len(rows)} message(s)")
+        return 0
+    count = replay_dead_letters(settings.amqp_uri, args.service, args.limit)
+    print(json.dumps({"replayed": count, "service": args.service}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

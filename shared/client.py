@@ -1,0 +1,57 @@
+"""A standalone RPC client for scripts, the CLI, tests and the traffic
+generator: keeps one broker connection, has a timeout, carries a correlation id.
+
+    with connect() as rpc:
+        rpc.catalog.get_product("prd_...")
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+from nameko.exceptions import RpcTimeout
+from nameko.standalone.rpc import ClusterRpcProxy
+
+from shared.config import Settings
+from shared.context import new_correlation_id
+from shared.errors import ServiceTimeout
+
+
+class _Service:
+    def __init__(self, proxy, name: str, timeout: float):
+        self._proxy = getattr(proxy, name)
+        self._name = name
+        self._timeout = timeout
+
+    def __getattr__(self, method: str):
+        target = getattr(self._proxy, method)
+
+        def call(*args, **kwargs):
+            try:
+                return target(*args, **kwargs)
+            except RpcTimeout:
+                raise ServiceTimeout(f"{self._name}.{method} did not answer within {self._timeout}s",
+                                     {"service": self._name, "method": method,
+                                      "timeout_s": self._timeout}) from None
+
+        return call
+
+
+class Client:
+    def __init__(self, proxy, timeout: float):
+        self._proxy = proxy
+        self._timeout = timeout
+
+    def __getattr__(self, service: str) -> _Service:
+        return _Service(self._proxy, service, self._timeout)
+
+
+@contextmanager
+def connect(amqp_uri: str | None = None, timeout: float | None = None,
+            correlation_id: str | None = None) -> Iterator[Client]:
+    settings = Settings.from_env("client")
+    timeout = timeout or settings.rpc_timeout
+    config = {"AMQP_URI": amqp_uri or settings.amqp_uri}
+    context = {"correlation_id": correlation_id or new_correlation_id()}
+    with ClusterRpcProxy(config, context_data=context, timeout=timeout) as proxy:
+        yield Client(proxy, timeout)

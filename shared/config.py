@@ -1,0 +1,102 @@
+"""Configuration from environment variables, with DESIGN.md's defaults.
+
+Nothing secret has a default here: credentials arrive through the
+environment (a Kubernetes Secret in production)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+DEFAULT_PORTS = {
+    "catalog": 8001, "order": 8002, "fulfillment": 8003,
+    "member": 8004, "marketing": 8005, "analytics": 8006,
+}
+
+
+def env_str(name: str, default: str) -> str:
+    return os.environ.get(name, default)
+
+
+def env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name} must be an integer, got {raw!r}") from None
+
+
+def env_float(name: str, default: float) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"environment variable {name} must be a number, got {raw!r}") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The chassis settings of one service process."""
+
+    service: str
+    amqp_uri: str
+    mongo_uri: str
+    database: str
+    http_host: str
+    http_port: int
+    log_level: str
+    currency: str
+    timezone: str
+    rpc_timeout: float
+    max_workers: int
+    delivery_limit: int
+    transient_retries: int
+    transient_backoff: float
+    outbox_sweep_interval: float
+    outbox_sweep_grace: float
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, service: str) -> "Settings":
+        upper = service.upper()
+        return cls(
+            service=service,
+            amqp_uri=env_str("AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/"),
+            mongo_uri=env_str("MONGO_URI", "mongodb://127.0.0.1:27017/?replicaSet=rs0"),
+            database=env_str(f"{upper}_DB", f"shop_{service}"),
+            # Loopback by default: nothing listens beyond what it needs. The
+            # Kubernetes manifests set 0.0.0.0 so the kubelet can probe.
+            http_host=env_str("HTTP_HOST", "127.0.0.1"),
+            http_port=env_int(f"{upper}_HTTP_PORT", env_int("HTTP_PORT", DEFAULT_PORTS.get(service, 8000))),
+            log_level=env_str("LOG_LEVEL", "INFO").upper(),
+            currency=env_str("SHOP_CURRENCY", "CNY").upper(),
+            timezone=env_str("SHOP_TIMEZONE", "Asia/Shanghai"),
+            rpc_timeout=env_float("RPC_TIMEOUT", 10.0),
+            max_workers=env_int("MAX_WORKERS", 10),
+            delivery_limit=env_int("EVENT_DELIVERY_LIMIT", 5),
+            transient_retries=env_int("TRANSIENT_RETRIES", 6),
+            transient_backoff=env_float("TRANSIENT_BACKOFF", 0.2),
+            outbox_sweep_interval=env_float("OUTBOX_SWEEP_INTERVAL", 2.0),
+            outbox_sweep_grace=env_float("OUTBOX_SWEEP_GRACE", 5.0),
+        )
+
+    def nameko_config(self) -> dict:
+        """The nameko container config derived from these settings."""
+        return {
+            "AMQP_URI": self.amqp_uri,
+            "WEB_SERVER_ADDRESS": f"{self.http_host}:{self.http_port}",
+            "max_workers": self.max_workers,
+            "SHOP_SETTINGS": self,
+        }
+
+
+def settings_of(container) -> Settings:
+    """The Settings a running container was started with (tests may inject)."""
+    settings = container.config.get("SHOP_SETTINGS")
+    if settings is None:
+        settings = Settings.from_env(container.service_name)
+        container.config["SHOP_SETTINGS"] = settings
+    return settings

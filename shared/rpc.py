@@ -1,0 +1,92 @@
+"""RPC in and out.
+
+- `@rpc` exposes a method: typed errors (ShopError) are expected (logged as
+  warnings, returned typed); transient store/broker errors are retried.
+- `RpcClient("catalog")` calls another service with a timeout: a stopped or
+  stuck service raises ServiceTimeout instead of waiting forever, and the
+  request expires in the queue so a restarted service does not run stale calls.
+"""
+from __future__ import annotations
+
+import eventlet
+from nameko.extensions import DependencyProvider
+from nameko.rpc import MethodProxy, ReplyListener
+from nameko.rpc import Rpc as NamekoRpc
+
+from shared import metrics
+from shared.config import settings_of
+from shared.errors import EXPECTED_ERRORS, ServiceTimeout
+from shared.retry import retrying
+
+
+class Rpc(NamekoRpc):
+    def check_signature(self, args, kwargs):
+        # Check against the undecorated method, not the retry wrapper.
+        import inspect
+
+        from nameko.exceptions import IncorrectSignature
+
+        method = getattr(self.container.service_cls, self.method_name)
+        target = getattr(method, "__wrapped_signature__", method)
+        try:
+            inspect.signature(target).bind(None, *args, **kwargs)
+        except TypeError as exc:
+            raise IncorrectSignature(str(exc)) from None
+
+
+def rpc(fn=None, *, expected_exceptions: tuple = ()):
+    """`@rpc` on a service method (optionally with more expected exceptions)."""
+
+    def decorate(method):
+        wrapped = retrying(method, kind="rpc")
+        return Rpc.decorator(expected_exceptions=EXPECTED_ERRORS + tuple(expected_exceptions))(wrapped)
+
+    return decorate(fn) if fn is not None else decorate
+
+
+class ServiceClient:
+    def __init__(self, worker_ctx, target: str, listener, timeout: float, caller: str):
+        self._worker_ctx = worker_ctx
+        self._target = target
+        self._listener = listener
+        self._timeout = timeout
+        self._caller = caller
+
+    def __getattr__(self, method: str):
+        def call(*args, **kwargs):
+            proxy = MethodProxy(self._worker_ctx, self._target, method, self._listener,
+                                expiration=self._timeout)
+            reply = proxy.call_async(*args, **kwargs)
+            try:
+                with eventlet.Timeout(self._timeout):
+                    result = reply.result()
+            except eventlet.Timeout:
+                metrics.RPC_CLIENT_CALLS.labels(self._caller, self._target, method, "timeout").inc()
+                raise ServiceTimeout(
+                    f"{self._target}.{method} did not answer within {self._timeout}s",
+                    {"service": self._target, "method": method, "timeout_s": self._timeout}) from None
+            except Exception:
+                metrics.RPC_CLIENT_CALLS.labels(self._caller, self._target, method, "error").inc()
+                raise
+            metrics.RPC_CLIENT_CALLS.labels(self._caller, self._target, method, "ok").inc()
+            return result
+
+        call.__name__ = method
+        return call
+
+
+class RpcClient(DependencyProvider):
+    """`catalog = RpcClient("catalog")`; `self.catalog.get_product(pid)`."""
+
+    rpc_reply_listener = ReplyListener()
+
+    def __init__(self, target: str, timeout: float | None = None):
+        self.target = target
+        self.timeout = timeout
+
+    def setup(self):
+        self.effective_timeout = self.timeout or settings_of(self.container).rpc_timeout
+
+    def get_dependency(self, worker_ctx) -> ServiceClient:
+        return ServiceClient(worker_ctx, self.target, self.rpc_reply_listener,
+                             self.effective_timeout, self.container.service_name)

@@ -1,0 +1,60 @@
+"""Start one service: `python -m shared.run catalog`.
+
+Loads `services/<name>/service.py`, runs it in a nameko container and stops
+gracefully on SIGTERM/SIGINT: consumers are cancelled first, in-flight
+workers finish, and anything unacknowledged returns to its queue."""
+from __future__ import annotations
+
+import eventlet
+
+eventlet.monkey_patch()  # noqa: E402  (must precede every other import)
+
+import argparse  # noqa: E402
+import importlib  # noqa: E402
+import signal  # noqa: E402
+import sys  # noqa: E402
+
+from nameko.runners import ServiceRunner  # noqa: E402
+
+from shared import logs  # noqa: E402
+from shared.config import Settings  # noqa: E402
+
+
+def service_class(name: str):
+    module = importlib.import_module(f"services.{name}.service")
+    for value in vars(module).values():
+        if isinstance(value, type) and getattr(value, "name", None) == name:
+            return value
+    raise SystemExit(f"services/{name}/service.py defines no class with name = {name!r}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("service", help="catalog, order, fulfillment, member, marketing or analytics")
+    args = parser.parse_args(argv)
+    settings = Settings.from_env(args.service)
+    logs.configure(args.service, settings.log_level)
+    log = logs.get_logger("shop.run")
+    runner = ServiceRunner(settings.nameko_config())
+    runner.add_service(service_class(args.service))
+
+    def shutdown(signum, frame):
+        log.info("service_stopping", signal=signum)
+        eventlet.spawn_n(runner.stop)
+
+    signal.signal(signal.SIGTERM, shutdown)
+    signal.signal(signal.SIGINT, shutdown)
+    runner.start()
+    log.info("service_started", http=f"{settings.http_host}:{settings.http_port}",
+             database=settings.database)
+    try:
+        runner.wait()
+    except Exception:
+        log.exception("service_crashed")
+        runner.kill()
+        sys.exit(1)
+    log.info("service_stopped")
+
+
+if __name__ == "__main__":
+    main()

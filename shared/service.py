@@ -1,0 +1,70 @@
+"""The base every service class derives from: observability and the health
+and metrics endpoints. A service adds its own store, clients and entrypoints.
+
+    class CatalogService(ShopService):
+        name = "catalog"
+        store = Store(indexes=INDEXES)
+"""
+from __future__ import annotations
+
+import json
+
+from kombu import Connection
+from nameko.extensions import DependencyProvider
+from nameko.web.handlers import http
+from werkzeug.wrappers import Response
+
+from shared import metrics
+from shared.config import settings_of
+from shared.observability import Observability
+from shared.store import Store
+from shared.subscriptions import EventRouter
+
+
+def json_response(payload, status: int = 200) -> Response:
+    return Response(json.dumps(payload, default=str), status=status, mimetype="application/json")
+
+
+def readiness(container) -> dict:
+    """Checks behind /health/ready: mongod reachable, broker reachable, and
+    the event consumer registered (for services that consume events)."""
+    checks = {}
+    stores = [d for d in container.dependencies if isinstance(d, Store)]
+    if stores:
+        checks["mongo"] = all(store.ping() for store in stores)
+    settings = settings_of(container)
+    try:
+        with Connection(settings.amqp_uri, connect_timeout=2) as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+        checks["broker"] = True
+    except Exception:
+        checks["broker"] = False
+    routers = [e for e in container.subextensions if isinstance(e, EventRouter)]
+    if routers:
+        checks["consumer"] = all(router.consuming for router in routers)
+    return checks
+
+
+class Health(DependencyProvider):
+    def get_dependency(self, worker_ctx):
+        return lambda: readiness(self.container)
+
+
+class ShopService:
+    observability = Observability()
+    health = Health()
+
+    @http("GET", "/health/live")
+    def health_live(self, request):
+        return json_response({"status": "live"})
+
+    @http("GET", "/health/ready")
+    def health_ready(self, request):
+        checks = self.health()
+        ready = all(checks.values())
+        return json_response({"status": "ready" if ready else "not_ready", "checks": checks},
+                             200 if ready else 503)
+
+    @http("GET", "/metrics")
+    def prometheus_metrics(self, request):
+        return Response(metrics.exposition(), mimetype="text/plain; version=0.0.4")

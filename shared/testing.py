@@ -1,0 +1,121 @@
+"""pytest fixtures on real infrastructure (loaded by tests/conftest.py).
+
+- `mongo_uri`: MONGO_URI if set, else a private mongod on a free port in a
+  temporary directory for the session.
+- `amqp_uri`: a fresh virtual host on the broker at AMQP_URI for the session,
+  deleted afterwards, so runs never see each other's messages.
+- `settings_for(service, **overrides)`: Settings pointing at both, with a
+  unique database and a free HTTP port.
+- `start_service(cls, **overrides)`: runs a service class in a nameko
+  container in this process; stopped at teardown.
+- `rpc`: a standalone client on the test virtual host.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import uuid
+
+import pytest
+
+from shared import devstack
+from shared.config import Settings
+
+
+def wait_for(check, timeout: float = 15, interval: float = 0.05, what: str = "condition"):
+    """Poll `check` until it returns something truthy; fail the test on timeout."""
+    import eventlet
+
+    deadline = eventlet.hubs.get_hub().clock() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if eventlet.hubs.get_hub().clock() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        eventlet.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def mongo_uri(tmp_path_factory):
+    if os.environ.get("MONGO_URI"):
+        yield os.environ["MONGO_URI"]
+        return
+    mongod = devstack.Mongod(tmp_path_factory.mktemp("mongo") / "db", devstack.free_port())
+    mongod.start()
+    yield mongod.uri
+    mongod.stop()
+
+
+@pytest.fixture(scope="session")
+def base_amqp_uri():
+    uri = os.environ.get("AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/")
+    if not devstack.broker_answers(uri):
+        pytest.exit(f"no RabbitMQ broker answers at {uri}: start one (rabbitmq-server -detached) "
+                    "or set AMQP_URI", returncode=3)
+    return uri
+
+
+@pytest.fixture(scope="session")
+def amqp_uri(base_amqp_uri):
+    vhost = f"shop-test-{uuid.uuid4().hex[:10]}"
+    devstack.create_vhost(vhost)
+    yield devstack.with_vhost(base_amqp_uri, vhost)
+    devstack.delete_vhost(vhost)
+
+
+@pytest.fixture
+def settings_for(mongo_uri, amqp_uri):
+    def make(service: str, **overrides) -> Settings:
+        base = Settings.from_env(service)
+        values = {"mongo_uri": mongo_uri, "amqp_uri": amqp_uri,
+                  "database": f"test_{service}_{uuid.uuid4().hex[:8]}",
+                  "http_port": devstack.free_port(), "outbox_sweep_interval": 0.5,
+                  "outbox_sweep_grace": 1.0, "transient_backoff": 0.1}
+        values.update(overrides)
+        return dataclasses.replace(base, **values)
+
+    return make
+
+
+@pytest.fixture
+def start_service(settings_for):
+    from nameko.containers import ServiceContainer
+
+    containers = []
+
+    def start(cls, settings: Settings | None = None, **overrides):
+        settings = settings or settings_for(cls.name, **overrides)
+        container = ServiceContainer(cls, settings.nameko_config())
+        container.start()
+        containers.append(container)
+        return container
+
+    yield start
+    for container in reversed(containers):
+        try:
+            container.stop()
+        except Exception:
+            container.kill()
+
+
+@pytest.fixture
+def rpc(amqp_uri):
+    from shared.client import connect
+
+    with connect(amqp_uri, timeout=15) as client:
+        yield client
+
+
+def store_of(container):
+    """The pymongo Database of a running container's Store (for assertions)."""
+    from shared.store import Store
+
+    for dependency in container.dependencies:
+        if isinstance(dependency, Store):
+            return dependency.db
+    raise LookupError("the service has no Store")
+
+
+def settings_of_container(container) -> Settings:
+    return container.config["SHOP_SETTINGS"]

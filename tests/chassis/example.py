@@ -1,0 +1,98 @@
+"""A small example pair of services built only from chassis parts.
+
+They play catalog's and analytics' roles in the event catalog (in the test's
+own virtual host and databases), so they publish and consume real contract
+events: `stock_adjusted` (catalog → analytics) and `order_placed` (order →
+catalog)."""
+from __future__ import annotations
+
+from marshmallow import Schema, fields, validate
+from pymongo import ASCENDING, IndexModel
+
+from shared.context import get_correlation_id
+from shared.errors import NotFound, ValidationFailed
+from shared.logs import get_logger
+from shared.rpc import RpcClient, rpc
+from shared.service import ShopService
+from shared.store import Store
+from shared.subscriptions import handles
+from shared.validation import load
+
+log = get_logger(__name__)
+
+
+class AdjustStock(Schema):
+    product_id = fields.Str(required=True, validate=validate.Length(min=1))
+    delta = fields.Int(required=True, strict=True)
+    reason = fields.Str(required=True, validate=validate.Length(min=1, max=200))
+
+
+class ExampleInventory(ShopService):
+    name = "catalog"
+    store = Store(indexes={"stock": [IndexModel([("updated_at", ASCENDING)])]})
+    analytics = RpcClient("analytics", timeout=1.5)
+
+    @rpc
+    def adjust_stock(self, product_id, delta, reason):
+        change = load(AdjustStock(), {"product_id": product_id, "delta": delta, "reason": reason})
+        with self.store.transaction() as tx:
+            doc = tx.db.stock.find_one({"_id": change["product_id"]}, session=tx.session) or {
+                "_id": change["product_id"], "on_hand": 0, "reserved": 0}
+            on_hand = doc["on_hand"] + change["delta"]
+            if on_hand < 0:
+                raise ValidationFailed.field("delta", "would make stock negative")
+            tx.db.stock.update_one({"_id": change["product_id"]},
+                                   {"$set": {"on_hand": on_hand, "reserved": doc["reserved"]}},
+                                   upsert=True, session=tx.session)
+            tx.emit("stock_adjusted", {"product_id": change["product_id"], "delta": change["delta"],
+                                       "reason": change["reason"], "on_hand": on_hand,
+                                       "available": on_hand - doc["reserved"]})
+        log.info("stock_adjusted", product_id=change["product_id"], on_hand=on_hand)
+        return {"id": change["product_id"], "on_hand": on_hand, "reserved": doc["reserved"]}
+
+    @rpc
+    def get_stock(self, product_id):
+        doc = self.store.db.stock.find_one({"_id": product_id})
+        if doc is None:
+            raise NotFound(f"no stock for product {product_id}", {"product_id": product_id})
+        return {"id": doc["_id"], "on_hand": doc["on_hand"], "reserved": doc["reserved"]}
+
+    @rpc
+    def ask_analytics(self):
+        return self.analytics.echo_correlation()
+
+    @handles("order", "order_placed")
+    def on_order_placed(self, envelope):
+        data = envelope["data"]
+        if data["order_id"].startswith("poison"):
+            flag = self.store.db.flags.find_one({"_id": "cure"})
+            if not flag:
+                raise RuntimeError("cannot handle this order yet")
+        with self.store.transaction() as tx:
+            for line in data["lines"]:
+                tx.db.stock.update_one({"_id": line["product_id"]},
+                                       {"$inc": {"reserved": line["quantity"]}},
+                                       upsert=True, session=tx.session)
+            tx.db.applied.insert_one({"order_id": data["order_id"]}, session=tx.session)
+            tx.emit("stock_reserved", {"order_id": data["order_id"],
+                                       "lines": [{"product_id": line["product_id"],
+                                                  "quantity": line["quantity"]}
+                                                 for line in data["lines"]]})
+
+
+class ExampleAnalytics(ShopService):
+    name = "analytics"
+    store = Store()
+
+    @handles("catalog", "stock_adjusted")
+    def on_stock_adjusted(self, envelope):
+        with self.store.transaction() as tx:
+            tx.db.seen.insert_one({"event_id": envelope["event_id"],
+                                   "product_id": envelope["data"]["product_id"],
+                                   "correlation_id": get_correlation_id()}, session=tx.session)
+        log.info("stock_adjusted_seen", product_id=envelope["data"]["product_id"])
+
+    @rpc
+    def echo_correlation(self):
+        log.info("echo_called")
+        return get_correlation_id()
