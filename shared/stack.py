@@ -51,7 +51,7 @@ def say(message: str) -> None:
 def ensure_mongo(state: dict) -> str:
     uri = os.environ.get("MONGO_URI")
     if uri and "127.0.0.1:27017" not in uri and "localhost:27017" not in uri:
-        say(f"using MongoDB at MONGO_URI")
+        say("using MongoDB at MONGO_URI")
         return uri
     mongod = devstack.Mongod(RUN / "mongo", 27017)
     if mongod.running():
@@ -147,7 +147,7 @@ def down() -> None:
         if pid_alive(pid):
             os.kill(pid, signal.SIGTERM)
             say(f"stopping {name} (pid {pid})")
-    for name, info in state.get("services", {}).items():
+    for info in state.get("services", {}).values():
         deadline = time.monotonic() + 30
         while pid_alive(info["pid"]) and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -164,7 +164,6 @@ def down() -> None:
 
 
 def status() -> None:
-    state = load_state()
     for name in existing_services():
         port = DEFAULT_PORTS.get(name, 0)
         print(f"{name:<12} {'ready' if ready(port) else 'down'}")

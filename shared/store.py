@@ -9,8 +9,8 @@ Inside an event handler the first transaction also records the inbox row, so
 a redelivered event raises DuplicateEvent (the chassis acks and counts it)."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 from kombu import Connection
 from nameko.extensions import DependencyProvider

@@ -6,13 +6,13 @@ every event type the service handles on each source's nameko event exchange
 that routes to `evt--<service>.dlq`. RPC queues are nameko's own (classic)."""
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from kombu import Connection, Exchange, Queue, binding
 from nameko.standalone.events import get_event_exchange
 
-from shared.events.base import subscriptions_of
-from shared.events.base import load_all
+from shared.events import TRACKING_SOURCE
+from shared.events.base import load_all, subscriptions_of
 
 
 def event_exchange(source: str) -> Exchange:
@@ -44,7 +44,8 @@ def dead_letter_queue(service: str) -> Queue:
 
 def catalog_bindings(service: str) -> set[tuple[str, str]]:
     """(source, event_type) pairs the event catalog says `service` consumes."""
-    return {(spec.source, spec.event_type) for spec in subscriptions_of(service)}
+    return {(spec.source, spec.event_type) for spec in subscriptions_of(service)
+            if spec.source != TRACKING_SOURCE}
 
 
 def service_queue(service: str, bindings: Iterable[tuple[str, str]], delivery_limit: int) -> Queue:
@@ -80,12 +81,17 @@ def declare_service(connection: Connection, service: str, handled: Iterable[tupl
     return queue
 
 
+def broker_events():
+    """Every catalog event that travels on the broker (tracking events arrive over HTTP)."""
+    return [spec for spec in load_all().values() if spec.source != TRACKING_SOURCE]
+
+
 def consuming_services() -> set[str]:
-    return {consumer for spec in load_all().values() for consumer in spec.consumers}
+    return {consumer for spec in broker_events() for consumer in spec.consumers}
 
 
 def consumers_of_source(source: str) -> set[str]:
-    return {consumer for spec in load_all().values() if spec.source == source
+    return {consumer for spec in broker_events() if spec.source == source
             for consumer in spec.consumers}
 
 
@@ -95,6 +101,6 @@ def declare_suite(connection: Connection, services: Iterable[str] | None = None,
     names = sorted(set(services) if services is not None else consuming_services())
     for name in names:
         declare_service(connection, name, delivery_limit=delivery_limit)
-    for source in {spec.source for spec in load_all().values()}:
+    for source in {spec.source for spec in broker_events()}:
         event_exchange(source)(connection.default_channel).declare()
     return names

@@ -91,8 +91,7 @@ def subscriptions_of(service: str) -> list[EventSpec]:
 
 
 def load_all() -> dict[tuple[str, str], EventSpec]:
-    from shared.events import (  # noqa: F401  (registration by import)
-        analytics, catalog, fulfillment, marketing, member, order)
+    from shared.events import analytics, catalog, fulfillment, marketing, member, order  # noqa: F401  (registration by import)
     return REGISTRY
 
 
