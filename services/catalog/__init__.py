@@ -1,0 +1,1 @@
+"""The catalog service: products, merchants, prices, inventory with reservations, reviews, search."""
