@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 from shared.events.base import EventData, event
-from shared.events.fields import Choice, Count, Id, Part, ProductQuantity, Text, lines_of
+from marshmallow import fields
+
+from shared.events.fields import Choice, Count, Id, IsoTime, Part, ProductQuantity, Text, lines_of
 
 SOURCE = "fulfillment"
 
@@ -25,6 +27,10 @@ class ShipmentCreated(EventData):
     shipment_id = Id(required=True)
     order_id = Id(required=True)
     warehouse_id = Id(required=True)
+    member_id = Id(metadata={"description": "optional: the order's member"})
+    region = Text(metadata={"description": "optional: the shipping region"})
+    dispatch_due_at = IsoTime(metadata={"description": "optional: the dispatch SLA deadline"})
+    lines = lines_of(ProductQuantity, metadata={"description": "optional: what is shipped"})
 
 
 @event(SOURCE, "shipment_dispatched", consumers=["order", "catalog", "analytics"], example={
@@ -40,6 +46,8 @@ class ShipmentDispatched(EventData):
     carrier = Text(required=True)
     tracking_number = Text(required=True)
     lines = lines_of(ProductQuantity, required=True)
+    warehouse_id = Id(metadata={"description": "optional: the dispatching warehouse"})
+    late = fields.Bool(metadata={"description": "optional: dispatched after its SLA deadline"})
 
 
 class ShipmentRef(EventData):
@@ -62,12 +70,17 @@ class ShipmentDelivered(ShipmentRef):
 class ShipmentLate(ShipmentRef):
     """The shipment missed its expected dispatch or delivery time."""
 
+    dispatch_due_at = IsoTime(metadata={"description": "optional: the deadline it missed"})
+    warehouse_id = Id(metadata={"description": "optional: the allocated warehouse"})
+
 
 @event(SOURCE, "shipment_cancelled", consumers=["analytics"], example={
     "shipment_id": SHIPMENT_ID, "order_id": ORDER_ID,
 })
 class ShipmentCancelled(ShipmentRef):
     """An undispatched shipment was cancelled with its order."""
+
+    reason = Text(metadata={"description": "optional: the order's cancellation reason"})
 
 
 class ReturnedLine(Part):
@@ -107,6 +120,9 @@ class TicketEvent(EventData):
 class TicketOpened(TicketEvent):
     """A member opened a ticket (a complaint); its response-time SLA starts."""
 
+    first_response_due_at = IsoTime(metadata={"description": "optional: first-response deadline"})
+    resolution_due_at = IsoTime(metadata={"description": "optional: resolution deadline"})
+
 
 @event(SOURCE, "ticket_replied", consumers=["analytics"], example={
     "ticket_id": TICKET_ID, "member_id": MEMBER_ID, "order_id": ORDER_ID,
@@ -115,6 +131,10 @@ class TicketOpened(TicketEvent):
 class TicketReplied(TicketEvent):
     """Customer service replied to a ticket."""
 
+    first_response = fields.Bool(metadata={"description": "optional: the ticket's first reply"})
+    response_seconds = Count(metadata={"description": "optional: opened → first reply"})
+    sla_breached = fields.Bool(metadata={"description": "optional: first reply after its deadline"})
+
 
 @event(SOURCE, "ticket_resolved", consumers=["analytics"], example={
     "ticket_id": TICKET_ID, "member_id": MEMBER_ID, "order_id": None,
@@ -122,3 +142,6 @@ class TicketReplied(TicketEvent):
 })
 class TicketResolved(TicketEvent):
     """A ticket was resolved (the resolution text stays in fulfillment)."""
+
+    resolution_seconds = Count(metadata={"description": "optional: opened → resolved"})
+    sla_breached = fields.Bool(metadata={"description": "optional: resolved after its deadline"})

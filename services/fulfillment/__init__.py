@@ -1,0 +1,1 @@
+"""Fulfillment: warehouses, shipments, carrier tracking, returns received, service tickets."""
