@@ -14,7 +14,7 @@ ORDER_ID = "ord_01JD8Z6R9M4T5VQ2W3X7Y8K1PA"
 
 @event(SOURCE, "member_registered", consumers=["order", "marketing", "analytics"], example={
     "member_id": MEMBER_ID, "region": "Shanghai", "gender": "female", "birth_year": 1994,
-    "interests": ["skincare", "running"], "tier": "bronze",
+    "interests": ["skincare", "running"], "tier": "bronze", "tier_discount_percent": 0,
 })
 class MemberRegistered(EventData):
     """A member registered. Persona fields only: no email, phone or name (personal data)."""
@@ -25,6 +25,8 @@ class MemberRegistered(EventData):
     birth_year = WholeNumber(required=True, allow_none=True, minimum=1900, maximum=2100)
     interests = fields.List(Text(), required=True)
     tier = Text(required=True)
+    tier_discount_percent = WholeNumber(minimum=0, maximum=100, metadata={
+        "description": "the discount percent marketing's pricing applies for the tier"})
 
 
 @event(SOURCE, "member_consent_changed", consumers=["marketing"], example={
@@ -78,7 +80,9 @@ class PointsReversed(PointsMoved):
 
 
 @event(SOURCE, "tier_changed", consumers=["order", "marketing", "analytics"], example={
-    "member_id": MEMBER_ID, "old_tier": "bronze", "new_tier": "silver",
+    "member_id": MEMBER_ID, "old_tier": "bronze", "new_tier": "silver", "tier": "silver",
+    "tier_discount_percent": 3, "points_multiplier": "1.25", "direction": "upgrade",
+    "spend_in_window": 215000,
 })
 class TierChanged(EventData):
     """A member moved to another tier (and its benefits)."""
@@ -86,6 +90,13 @@ class TierChanged(EventData):
     member_id = Id(required=True)
     old_tier = Text(required=True)
     new_tier = Text(required=True)
+    tier = Text(metadata={"description": "the new tier (same as new_tier)"})
+    tier_discount_percent = WholeNumber(minimum=0, maximum=100, metadata={
+        "description": "the discount percent marketing's pricing applies for the new tier"})
+    points_multiplier = Text(metadata={"description": "points multiplier of the new tier, a decimal string"})
+    direction = Choice(("upgrade", "downgrade"))
+    spend_in_window = WholeNumber(minimum=0, metadata={
+        "description": "paid spend net of refunds in the rolling window (minor units)"})
 
 
 @event(SOURCE, "member_erased",

@@ -1,0 +1,1 @@
+"""The member service: profiles, consent, points ledger, tiers, lifecycle segments, erasure."""
