@@ -119,3 +119,24 @@ def store_of(container):
 
 def settings_of_container(container) -> Settings:
     return container.config["SHOP_SETTINGS"]
+
+
+def publish_event(amqp_uri: str, envelope: dict) -> None:
+    """Publish an envelope exactly as a producer's outbox relay would."""
+    from nameko.amqp.publish import Publisher
+
+    from shared.topology import event_exchange
+
+    exchange = event_exchange(envelope["source"])
+    Publisher(amqp_uri, use_confirms=True, mandatory=True).publish(
+        envelope, exchange=exchange, routing_key=envelope["event_type"], declare=[exchange],
+        extra_headers={"nameko.correlation_id": envelope.get("correlation_id") or ""})
+
+
+def make_envelope(source: str, event_type: str, data: dict, **fields) -> dict:
+    """A valid envelope for `data` (validated against the event's schema)."""
+    from shared.outbox import build_envelope
+
+    envelope = build_envelope(source, event_type, data)
+    envelope.update(fields)
+    return envelope

@@ -3,4 +3,10 @@ import eventlet
 
 eventlet.monkey_patch()
 
+from kombu.mixins import ConsumerMixin  # noqa: E402
+
+# Consumers notice a stop request once per drain timeout (1 s by default);
+# a tenth of that keeps each in-process container's teardown short.
+ConsumerMixin.consume.__defaults__ = (None, None, 0.1)
+
 pytest_plugins = ["shared.testing"]
