@@ -1,0 +1,1 @@
+"""The order service: quote, checkout saga, payment, cancellation, expiry, returns and refunds."""
