@@ -1,0 +1,245 @@
+"""Read side: every KPI and report from the pre-aggregated data. A query reads
+bucket documents of the range and per-entity summaries (sessions, members,
+orders, tickets, exposures) of the range, never the raw events."""
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+from services.analytics import domain
+from services.analytics.store import AGG
+from shared.clock import to_iso
+from shared.errors import NotFound
+
+
+def _aware(moment):
+    if moment is None:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def bucket_filter(rng: domain.TimeRange, tz: ZoneInfo, dim: str) -> dict:
+    cover = rng.covering(tz)
+    parts = [{"grain": "hour", "start": {"$gte": a, "$lt": b}} for a, b in cover["hours"]]
+    if cover["days"]:
+        a, b = cover["days"]
+        parts.append({"grain": "day", "start": {"$gte": a, "$lt": b}})
+    return {"dim": dim, "$or": parts}
+
+
+def sum_buckets(db, rng, tz, dim: str) -> dict[str, dict[str, int]]:
+    """key -> summed counters over the range."""
+    out: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for doc in db[AGG].find(bucket_filter(rng, tz, dim)):
+        target = out[doc["key"]]
+        for name, value in doc.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                target[name] += value
+            elif isinstance(value, dict):
+                for sub, v in value.items():
+                    target[f"{name}.{sub}"] += v
+    return {k: dict(v) for k, v in out.items()}
+
+
+def _in_range(field: str, rng: domain.TimeRange) -> dict:
+    return {field: {"$elemMatch": {"$gte": rng.start, "$lt": rng.end}}}
+
+
+def converted_sessions(db, rng) -> int:
+    """Sessions seen in the range that led to a placed order: the order's
+    attribution.session_id, else the member's latest session started before it."""
+    seen = _in_range("hours", rng)
+    direct = db.sessions.count_documents({**seen, "converted": True})
+    candidates = list(db.sessions.find({**seen, "converted": {"$ne": True},
+                                        "member_id": {"$type": "string"}},
+                                       {"member_id": 1, "first_seen": 1}))
+    if not candidates:
+        return direct
+    by_member: dict[str, set[str]] = defaultdict(set)
+    for s in candidates:
+        by_member[s["member_id"]].add(s["_id"])
+    earliest = min(_aware(s["first_seen"]) for s in candidates if s.get("first_seen"))
+    fallback: set[str] = set()
+    for member_id, session_ids in by_member.items():
+        orders = db.orders.find({"member_id": member_id, "session_id": None,
+                                 "placed_at": {"$gte": earliest}}, {"placed_at": 1})
+        for order in orders:
+            latest = db.sessions.find_one({"member_id": member_id,
+                                           "first_seen": {"$lte": order["placed_at"]}},
+                                          sort=[("first_seen", -1)])
+            if latest and latest["_id"] in session_ids:
+                fallback.add(latest["_id"])
+    return direct + len(fallback)
+
+
+def get_kpis(db, tz: ZoneInfo, rng: domain.TimeRange) -> dict:
+    totals = sum_buckets(db, rng, tz, "total").get("all", {})
+    seen = _in_range("hours", rng)
+    paid = _in_range("paid_hours", rng)
+    distinct = {
+        "sessions": db.sessions.count_documents(seen),
+        "funnel": {
+            "product_viewed": db.sessions.count_documents({**seen, "steps.product_viewed": True}),
+            "cart_updated": db.sessions.count_documents({**seen, "steps.cart_updated": True}),
+            "checkout_started": db.sessions.count_documents({**seen, "steps.checkout_started": True}),
+            "ordered": converted_sessions(db, rng),
+        },
+        "buyers": db.members.count_documents(paid),
+        "repeat_buyers": db.members.count_documents({**paid, "paid_orders.1": {"$exists": True}}),
+        "active_members": db.members.count_documents(_in_range("active_hours", rng)),
+    }
+    out = domain.kpis(totals, distinct)
+    lead = [(_aware(o["delivered_at"]) - _aware(o["paid_at"])).total_seconds()
+            for o in db.orders.find({"delivered_at": {"$gte": rng.start, "$lt": rng.end},
+                                     "paid_at": {"$ne": None}}, {"delivered_at": 1, "paid_at": 1})]
+    first, resolved = [], []
+    for t in db.tickets.find({"opened_at": {"$gte": rng.start, "$lt": rng.end}}):
+        if t.get("first_reply_at"):
+            first.append((_aware(t["first_reply_at"]) - _aware(t["opened_at"])).total_seconds())
+        if t.get("resolved_at"):
+            resolved.append((_aware(t["resolved_at"]) - _aware(t["opened_at"])).total_seconds())
+    out.update({
+        "fulfillment_lead_time_seconds": domain.duration_summary(lead),
+        "ticket_first_response_seconds": domain.duration_summary(first),
+        "ticket_resolution_seconds": domain.duration_summary(resolved),
+        "cancellations": totals.get("cancellations", 0),
+        "cancelled_after_payment": totals.get("cancelled_after_payment", 0),
+    })
+    return {"id": f"kpis:{to_iso(rng.start)}:{to_iso(rng.end)}", "start": to_iso(rng.start),
+            "end": to_iso(rng.end), "timezone": tz.key, **out}
+
+
+def product_rows(db, rng, tz) -> list[dict]:
+    sums = sum_buckets(db, rng, tz, "product")
+    products = {p["_id"]: p for p in db.products.find({})}
+    rows = []
+    for product_id in set(sums) | {p for p, doc in products.items() if doc.get("status") != "unpublished"}:
+        s = sums.get(product_id, {})
+        info = products.get(product_id, {})
+        units = s.get("units_paid", 0) - s.get("units_refunded", 0)
+        revenue = s.get("revenue_paid", 0) - s.get("revenue_refunded", 0)
+        rows.append({"id": product_id, "product_id": product_id, "title": info.get("title"),
+                     "category": info.get("category"), "units": units, "revenue": revenue,
+                     "units_paid": s.get("units_paid", 0), "units_returned": s.get("units_refunded", 0),
+                     "views": s.get("views", 0), "stock": info.get("available"),
+                     "low_stock": bool(info.get("low"))})
+    return rows
+
+
+def top_products(db, tz, rng, limit: int) -> list[dict]:
+    rows = product_rows(db, rng, tz)
+    rows.sort(key=lambda r: (-r["units"], -r["revenue"], r["product_id"]))
+    return rows[:limit]
+
+
+def slow_products(db, tz, rng, limit: int) -> list[dict]:
+    rows = product_rows(db, rng, tz)
+    rows.sort(key=lambda r: (r["units"], r["revenue"], r["product_id"]))
+    return rows[:limit]
+
+
+def retention_cohorts(db, tz, period: str, first: str | None, last: str | None) -> dict:
+    field = "paid_months" if period == "month" else "paid_weeks"
+    buyers = [sorted(m.get(field) or []) for m in db.members.find({field: {"$exists": True}}, {field: 1})]
+    all_periods = sorted({p for periods in buyers for p in periods})
+    rows = domain.cohort_table(buyers, all_periods)
+    rows = [r for r in rows
+            if (first is None or r["cohort"] >= first) and (last is None or r["cohort"] <= last)]
+    return {"id": f"cohorts:{period}", "period": period, "cohorts": rows}
+
+
+def campaign_roi(db, tz, rng, window_days: int) -> dict:
+    costs = sum_buckets(db, rng, tz, "campaign")
+    split = sum_buckets(db, rng, tz, "campaign_channel")
+    launches = {c["_id"]: c for c in db.campaigns.find({})}
+    revenue: dict[str, int] = defaultdict(int)
+    orders: dict[str, int] = defaultdict(int)
+    channel_revenue: dict[tuple[str, str], int] = defaultdict(int)
+    window = timedelta(days=window_days)
+    for order in db.orders.find({"paid_at": {"$gte": rng.start, "$lt": rng.end}}):
+        net = order.get("paid_total", 0) - order.get("refunded", 0)
+        campaign, channel = order.get("campaign_id"), None
+        if campaign:
+            channel = launches.get(campaign, {}).get("channel") or "direct"
+        elif order.get("referral_code"):
+            campaign, channel = f"referral:{order['referral_code']}", "referral"
+        else:
+            moment = _aware(order.get("placed_at") or order["paid_at"])
+            touch = db.touches.find_one({"member_id": order.get("member_id"),
+                                         "at": {"$lte": moment, "$gte": moment - window}},
+                                        sort=[("at", -1)])
+            if touch:
+                campaign, channel = touch["campaign_id"], touch["channel"]
+        if campaign:
+            revenue[campaign] += net
+            orders[campaign] += 1
+            channel_revenue[(campaign, channel)] += net
+    rows = []
+    for campaign in sorted(set(costs) | set(revenue)):
+        c = costs.get(campaign, {})
+        cost = c.get("ad_spend", 0) + c.get("message_cost", 0)
+        channels = {k.split("|", 1)[1] for k in split if k.split("|", 1)[0] == campaign}
+        channels |= {ch for (cp, ch) in channel_revenue if cp == campaign}
+        by_channel = []
+        for ch in sorted(channels):
+            s = split.get(f"{campaign}|{ch}", {})
+            ch_cost = s.get("ad_spend", 0) + s.get("message_cost", 0)
+            ch_rev = channel_revenue.get((campaign, ch), 0)
+            by_channel.append({"channel": ch, "revenue": ch_rev, "ad_spend": s.get("ad_spend", 0),
+                               "message_cost": s.get("message_cost", 0), "cost": ch_cost,
+                               "roi": domain.roi(ch_rev, ch_cost)})
+        rows.append({"id": campaign, "campaign_id": campaign, "orders": orders.get(campaign, 0),
+                     "revenue": revenue.get(campaign, 0), "ad_spend": c.get("ad_spend", 0),
+                     "message_cost": c.get("message_cost", 0), "cost": cost,
+                     "roi": domain.roi(revenue.get(campaign, 0), cost), "channels": by_channel})
+    return {"id": f"roi:{to_iso(rng.start)}:{to_iso(rng.end)}", "start": to_iso(rng.start),
+            "end": to_iso(rng.end), "attribution_window_days": window_days, "campaigns": rows}
+
+
+def experiment_results(db, key: str, alpha: float, min_exposures: int) -> dict:
+    experiment = db.experiments.find_one({"_id": key}) or {}
+    exposures = list(db.exposures.find({"experiment_key": key}))
+    if not experiment and not exposures:
+        raise NotFound(f"no experiment {key}", {"experiment_key": key})
+    subjects = {e["subject_id"]: e for e in exposures}
+    paid_by_subject: dict[str, list[datetime]] = defaultdict(list)
+    ids = list(subjects)
+    for order in db.orders.find({"paid_at": {"$ne": None},
+                                 "$or": [{"member_id": {"$in": ids}}, {"session_id": {"$in": ids}}]},
+                                {"member_id": 1, "session_id": 1, "paid_at": 1}):
+        for subject in {order.get("member_id"), order.get("session_id")} & subjects.keys():
+            paid_by_subject[subject].append(_aware(order["paid_at"]))
+    per_variant: dict[str, list[int]] = {v: [0, 0] for v in experiment.get("variants") or []}
+    for subject, exposure in subjects.items():
+        counts = per_variant.setdefault(exposure["variant"], [0, 0])
+        counts[0] += 1
+        if any(t >= _aware(exposure["at"]) for t in paid_by_subject.get(subject, [])):
+            counts[1] += 1
+    return domain.experiment_table(key, experiment.get("control"),
+                                   {k: (v[0], v[1]) for k, v in per_variant.items()},
+                                   alpha, min_exposures)
+
+
+def experiment_keys(db) -> list[str]:
+    return sorted({e["_id"] for e in db.experiments.find({}, {"_id": 1})}
+                  | set(db.exposures.distinct("experiment_key")))
+
+
+def daily_series(db, tz, rng) -> list[dict]:
+    out = []
+    for doc in db[AGG].find({"dim": "total", "grain": "day", "start": {"$gte": rng.start, "$lt": rng.end}},
+                            sort=[("start", 1)]):
+        gmv = doc.get("paid_total", 0) - doc.get("refunded", 0)
+        out.append({"day": doc["bucket"], "gmv": gmv, "orders": doc.get("orders", 0),
+                    "sessions_started": doc.get("sessions_started", 0)})
+    return out
+
+
+def unfolded_counts(db) -> list[dict]:
+    return [{"status": c["status"], "source": c["source"], "event_type": c["event_type"],
+             "count": c["count"]} for c in db.counters.find({}).sort("_id", 1)]
+
+
+def low_stock_count(db) -> int:
+    return db.products.count_documents({"low": True})

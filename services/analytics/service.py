@@ -1,0 +1,201 @@
+"""The analytics service: entrypoints only. Every catalog event analytics consumes
+has a handler (generated below from the event catalog) that funnels into one
+ingestion function; KPIs are served over RPC, HTTP, Prometheus and a dashboard."""
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from zoneinfo import ZoneInfo
+
+from nameko.web.handlers import http
+from pymongo.errors import DuplicateKeyError
+from werkzeug.wrappers import Response
+
+from services.analytics import dashboard, domain, queries, schemas, store, tracking
+from services.analytics.gauges import Gauges
+from shared.clock import utcnow
+from shared.config import env_float, env_int
+from shared.errors import ShopError, ValidationFailed
+from shared.logs import get_logger
+from shared.rpc import rpc
+from shared.service import ShopService, json_response
+from shared.store import Store
+from shared.subscriptions import handles
+from shared.validation import load
+
+log = get_logger(__name__)
+
+
+def setting(service, name: str, default, kind=int):
+    """A business setting: Settings.extra (tests) first, then ANALYTICS_<NAME>."""
+    extra = getattr(service, "_shop_settings", None)
+    if extra is not None and name in extra.extra:
+        return extra.extra[name]
+    reader = env_int if kind is int else env_float
+    return reader(f"ANALYTICS_{name.upper()}", default)
+
+
+class AnalyticsService(ShopService):
+    name = "analytics"
+    store = Store(indexes=store.INDEXES)
+    gauges = Gauges()
+
+    # --- helpers ------------------------------------------------------------------------
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self._shop_settings.timezone)
+
+    def _range(self, start, end, now=None):
+        return domain.resolve_range(start, end, now or utcnow())
+
+    def ingest(self, envelope: dict) -> str:
+        """The one ingestion function every handler and the collector use."""
+        with self.store.transaction() as tx:
+            status = store.ingest(tx.db, tx.session, envelope, self.tz)
+        if status in ("unknown", "invalid"):
+            log.warning("event_kept_unfolded", status=status, event_type=envelope["event_type"],
+                        source=envelope["source"], event_id=envelope["event_id"])
+        return status
+
+    # --- RPC ----------------------------------------------------------------------------
+
+    @rpc
+    def get_kpis(self, start=None, end=None):
+        return queries.get_kpis(self.store.db, self.tz, self._range(start, end))
+
+    @rpc
+    def top_products(self, limit=10, start=None, end=None):
+        args = load(schemas.Limit(), {"limit": limit})
+        return queries.top_products(self.store.db, self.tz, self._range(start, end), args["limit"])
+
+    @rpc
+    def slow_products(self, limit=10, start=None, end=None):
+        args = load(schemas.Limit(), {"limit": limit})
+        return queries.slow_products(self.store.db, self.tz, self._range(start, end), args["limit"])
+
+    @rpc
+    def retention_cohorts(self, period="month", first=None, last=None):
+        args = load(schemas.Cohorts(), {"period": period, "first": first, "last": last})
+        return queries.retention_cohorts(self.store.db, self.tz, args["period"], args["first"],
+                                         args["last"])
+
+    @rpc
+    def campaign_roi(self, start=None, end=None):
+        window = setting(self, "attribution_window_days", 7)
+        return queries.campaign_roi(self.store.db, self.tz, self._range(start, end), window)
+
+    @rpc
+    def experiment_results(self, experiment_key):
+        args = load(schemas.ExperimentKey(), {"experiment_key": experiment_key})
+        return queries.experiment_results(
+            self.store.db, args["experiment_key"], setting(self, "experiment_alpha", 0.05, float),
+            setting(self, "experiment_min_exposures", 30))
+
+    @rpc
+    def unfolded_events(self):
+        """Counts of events kept but not folded (unknown type, or invalid payload)."""
+        return queries.unfolded_counts(self.store.db)
+
+    @rpc
+    def rebuild(self):
+        """Recompute every aggregate from the raw store (consumers should be stopped)."""
+        result = store.rebuild(self.store.db, self.tz)
+        log.info("analytics_rebuilt", **result)
+        return {"id": "rebuild", **result}
+
+    @rpc
+    def track(self, events):
+        return self._track(events)
+
+    # --- HTTP ---------------------------------------------------------------------------
+
+    def _track(self, body) -> dict:
+        max_batch = setting(self, "track_max_batch", 100)
+        envelopes = tracking.events_of(body, max_batch, self._shop_settings.currency)
+        accepted = duplicates = 0
+        for envelope in envelopes:
+            try:
+                status = self.ingest(envelope)
+            except DuplicateKeyError:
+                status = "duplicate"  # a concurrent request stored it first
+            if status == "duplicate":
+                duplicates += 1
+            else:
+                accepted += 1
+        return {"id": "track", "accepted": accepted, "duplicates": duplicates,
+                "event_ids": [e["event_id"] for e in envelopes]}
+
+    @http("POST", "/track")
+    def http_track(self, request):
+        try:
+            body = json.loads(request.get_data(as_text=True) or "null")
+        except ValueError:
+            return _error(ValidationFailed.field("_schema", "The body is not valid JSON."))
+        try:
+            return json_response(self._track(body), 202)
+        except ValidationFailed as exc:
+            return _error(exc)
+
+    @http("GET", "/kpis")
+    def http_kpis(self, request):
+        try:
+            return json_response(queries.get_kpis(
+                self.store.db, self.tz, self._range(request.args.get("start"), request.args.get("end"))))
+        except ValidationFailed as exc:
+            return _error(exc)
+
+    @http("GET", "/dashboard")
+    def http_dashboard(self, request):
+        try:
+            data = self._dashboard_data(request.args.get("start"), request.args.get("end"))
+        except ValidationFailed as exc:
+            return _error(exc)
+        return Response(dashboard.render(data), mimetype="text/html")
+
+    @http("GET", "/dashboard/data")
+    def http_dashboard_data(self, request):
+        try:
+            return json_response(self._dashboard_data(request.args.get("start"), request.args.get("end")))
+        except ValidationFailed as exc:
+            return _error(exc)
+
+    @http("GET", "/dashboard.js")
+    def http_dashboard_js(self, request):
+        return Response(dashboard.SCRIPT, mimetype="application/javascript")
+
+    def _dashboard_data(self, start, end) -> dict:
+        db, tz = self.store.db, self.tz
+        rng = self._range(start, end)
+        days = domain.TimeRange(domain.local_day_start(rng.start, tz), rng.end + timedelta(days=1))
+        experiments = []
+        for key in queries.experiment_keys(db)[:10]:
+            experiments.append(queries.experiment_results(
+                db, key, setting(self, "experiment_alpha", 0.05, float),
+                setting(self, "experiment_min_exposures", 30)))
+        return {"currency": self._shop_settings.currency,
+                "kpis": queries.get_kpis(db, tz, rng),
+                "series": queries.daily_series(db, tz, days),
+                "top_products": queries.top_products(db, tz, rng, 10),
+                "cohorts": queries.retention_cohorts(db, tz, "month", None, None)["cohorts"][-12:],
+                "campaign_roi": queries.campaign_roi(db, tz, rng,
+                                                     setting(self, "attribution_window_days", 7)),
+                "experiments": experiments}
+
+
+def _error(exc: ShopError) -> Response:
+    return json_response(exc.to_dict(), 400)
+
+
+def _handler(event_type: str):
+    def handler(self, envelope):
+        self.ingest(envelope)
+
+    handler.__name__ = handler.__qualname__ = f"on_{event_type}"
+    handler.__doc__ = f"Store `{event_type}` once and fold it into the aggregates."
+    return handler
+
+
+# One handler per event of the catalog that names analytics as a consumer.
+for _source, _event_type in store.analytics_events():
+    setattr(AnalyticsService, f"on_{_event_type}", handles(_source, _event_type)(_handler(_event_type)))
