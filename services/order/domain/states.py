@@ -98,7 +98,7 @@ def decide(current: str, target: str) -> Decision:
         if target == current:  # partially_refunded → partially_refunded: another refund
             return Decision("apply", (target,))
         path = tuple(s for s in _MILESTONES
-                     if current in RANK and RANK[current] < RANK[s] < RANK[target])
+                     if current in RANK and target in RANK and RANK[current] < RANK[s] < RANK[target])
         path += (target,)
         if target == DELIVERED:  # delivered completes at once
             path += (COMPLETED,)
