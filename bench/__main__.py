@@ -31,7 +31,8 @@ def broker_baseline(amqp_uri: str, messages: int) -> dict:
     exchange = Exchange(name, type="direct", durable=True)
     queue = Queue(name, exchange=exchange, routing_key=name, durable=True,
                   queue_arguments={"x-queue-type": "quorum"})
-    body = {"event_id": "x" * 26, "data": {"order_id": "ord_x", "lines": [{"product_id": "p", "quantity": 1}]}}
+    body = {"event_id": "x" * 26,
+            "data": {"order_id": "ord_x", "lines": [{"product_id": "p", "quantity": 1}]}}
     with Connection(amqp_uri, transport_options={"confirm_publish": True}) as conn:
         channel = conn.channel()
         queue(channel).declare()
@@ -120,8 +121,9 @@ def main() -> None:
         finally:
             mongod.stop()
             devstack.delete_vhost(vhost)
-    outbox["vs_raw_publish"] = round(outbox["transactional_events_per_s"] / broker["publish_confirmed_per_s"], 3)
-    outbox["vs_raw_majority_write"] = round(outbox["transactional_events_per_s"] / store["majority_writes_per_s"], 3)
+    rate = outbox["transactional_events_per_s"]
+    outbox["vs_raw_publish"] = round(rate / broker["publish_confirmed_per_s"], 3)
+    outbox["vs_raw_majority_write"] = round(rate / store["majority_writes_per_s"], 3)
     print(json.dumps({"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
                       "raw_broker": broker, "raw_store": store, "chassis_outbox": outbox}, indent=2))
 

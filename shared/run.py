@@ -20,23 +20,25 @@ from shared import logs  # noqa: E402
 from shared.config import Settings  # noqa: E402
 
 
-def service_class(name: str):
-    module = importlib.import_module(f"services.{name}.service")
+def service_class(name: str, module_name: str | None = None):
+    module = importlib.import_module(module_name or f"services.{name}.service")
     for value in vars(module).values():
         if isinstance(value, type) and getattr(value, "name", None) == name:
             return value
-    raise SystemExit(f"services/{name}/service.py defines no class with name = {name!r}")
+    raise SystemExit(f"{module.__name__} defines no service class with name = {name!r}")
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("service", help="catalog, order, fulfillment, member, marketing or analytics")
+    parser.add_argument("--module", help="import the service class from this module instead "
+                                             "of services.<service>.service")
     args = parser.parse_args(argv)
     settings = Settings.from_env(args.service)
     logs.configure(args.service, settings.log_level)
     log = logs.get_logger("shop.run")
     runner = ServiceRunner(settings.nameko_config())
-    runner.add_service(service_class(args.service))
+    runner.add_service(service_class(args.service, args.module))
 
     def shutdown(signum, frame):
         log.info("service_stopping", signal=signum)

@@ -1,5 +1,9 @@
 """Every test process runs under eventlet, as the services do."""
-import eventlet
+import warnings
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # eventlet's deprecation notice (INFRA.md)
+    import eventlet
 
 eventlet.monkey_patch()
 

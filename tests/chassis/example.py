@@ -6,6 +6,7 @@ events: `stock_adjusted` (catalog → analytics) and `order_placed` (order →
 catalog)."""
 from __future__ import annotations
 
+import eventlet
 from marshmallow import Schema, fields, validate
 from pymongo import ASCENDING, IndexModel
 
@@ -64,6 +65,8 @@ class ExampleInventory(ShopService):
     @handles("order", "order_placed")
     def on_order_placed(self, envelope):
         data = envelope["data"]
+        if data["order_id"].startswith("slow"):
+            eventlet.sleep(2)  # long enough to be in flight when SIGTERM arrives
         if data["order_id"].startswith("poison"):
             flag = self.store.db.flags.find_one({"_id": "cure"})
             if not flag:
