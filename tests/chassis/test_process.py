@@ -32,8 +32,8 @@ def test_sigterm_lets_in_flight_work_finish(mongo_uri, amqp_uri, tmp_path):
     env = dict(os.environ, MONGO_URI=mongo_uri, AMQP_URI=amqp_uri, CATALOG_DB=database,
                CATALOG_HTTP_PORT=str(port), PYTHONPATH=os.getcwd())
     log = open(tmp_path / "service.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "shared.run", "catalog", "--module", "tests.chassis.example"],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    command = [sys.executable, "-m", "shared.run", "catalog", "--module", "tests.chassis.example"]
+    proc = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_for(lambda: _ready(port), timeout=60, what="service ready")
         order = f"slow-{uuid.uuid4().hex[:8]}"
