@@ -21,6 +21,15 @@ def _birth_year(value: int) -> None:
         raise ValidationError(f"Must be between 1900 and {_max_birth_year()}.")
 
 
+class StrictBool(fields.Boolean):
+    """true or false only: never "yes", 1 or "0"."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value
+
+
 class _Strict(Schema):
     """Unknown fields are rejected (named in the error), never silently stored."""
 
@@ -50,7 +59,7 @@ class Register(ProfileFields):
     name = fields.Str(required=True, validate=validate.Length(min=1, max=100))
     interests = fields.List(fields.Str(validate=validate.Length(min=1, max=40)),
                             validate=validate.Length(max=20), load_default=list)
-    consent = fields.Dict(keys=Choice(CHANNELS), values=fields.Bool(), load_default=dict)
+    consent = fields.Dict(keys=Choice(CHANNELS), values=StrictBool(), load_default=dict)
 
 
 class UpdateProfile(_Strict):
@@ -71,7 +80,7 @@ class MemberRef(_Strict):
 class UpdateConsent(_Strict):
     member_id = Id(required=True)
     channel = Choice(CHANNELS, required=True)
-    granted = fields.Bool(required=True, strict=True)
+    granted = StrictBool(required=True)
 
 
 class ContactRef(_Strict):
