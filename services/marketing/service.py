@@ -60,6 +60,8 @@ def _page_items(result, page: int) -> tuple[list[str], bool]:
             more = result["next_page"] is not None
         elif "pages" in result:
             more = page < int(result["pages"] or 0)
+        elif "total" in result and result.get("page_size"):
+            more = page * int(result["page_size"]) < int(result["total"] or 0)
         else:
             more = bool(items)
     else:
@@ -87,7 +89,7 @@ class MarketingService(ShopService):
         if tier is None:
             member = db.members.find_one({"_id": req["member_id"]}, {"tier": 1})
             tier = (member or {}).get("tier")
-        promotions = list(db.promotions.find({"status": "active"}))
+        promotions = [{**d, "id": d["_id"]} for d in db.promotions.find({"status": "active"})]
         coupon = coupon_doc = None
         if req["coupon_code"]:
             code = domain.normalize_code(req["coupon_code"])
@@ -303,7 +305,7 @@ class MarketingService(ShopService):
         for page in range(1, self.config.segment_page_limit + 1):
             try:
                 result = self.member.list_segment(segment, page)
-            except NotFound:
+            except (NotFound, ValidationFailed):
                 raise ValidationFailed.field("segment", "member knows no such segment") from None
             items, more = _page_items(result, page)
             ids.extend(items)
