@@ -74,3 +74,18 @@ def test_dispatching_after_the_deadline_flags_it_at_dispatch(service, rpc, event
     assert dispatched["late"] is True
     assert db.outbox.count_documents({"event_type": "shipment_late"}) == 1
     assert rpc.fulfillment.run_sla_check()["late_shipments_flagged"] == 0
+
+
+def test_the_timer_entrypoint_flags_late_shipments(service, events):
+    """The `@timer` entrypoint runs the same check on the real clock (its
+    interval is minutes, so the test fires the entrypoint itself)."""
+    db = store_of(service)
+    order_id = new_id("ord")
+    events.send("order", "order_paid", order_paid_data(order_id),
+                occurred_at=utcnow() - timedelta(hours=25))
+    wait_for(lambda: db.shipments.find_one({"order_id": order_id}), timeout=WAIT, what="shipment")
+    timer = next(e for e in service.entrypoints if e.method_name == "sla_timer")
+    service.spawn_worker(timer, (), {})
+    wait_for(lambda: db.shipments.find_one({"order_id": order_id, "late": True}), timeout=WAIT,
+             what="flagged by the timer")
+    assert db.outbox.count_documents({"event_type": "shipment_late"}) == 1
