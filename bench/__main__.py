@@ -4,9 +4,9 @@ the same machine, and prints one JSON document. Ratios, not absolute numbers,
 are what to compare between runs."""
 from __future__ import annotations
 
-import eventlet
+from shared.green import patch
 
-eventlet.monkey_patch()  # noqa: E402
+patch()  # before every other import
 
 import argparse  # noqa: E402
 import json  # noqa: E402

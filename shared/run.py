@@ -5,15 +5,16 @@ gracefully on SIGTERM/SIGINT: consumers are cancelled first, in-flight
 workers finish, and anything unacknowledged returns to its queue."""
 from __future__ import annotations
 
-import eventlet
+from shared.green import patch
 
-eventlet.monkey_patch()  # noqa: E402  (must precede every other import)
+patch()  # before every other import
 
 import argparse  # noqa: E402
 import importlib  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
 
+import eventlet  # noqa: E402
 from nameko.runners import ServiceRunner  # noqa: E402
 
 from shared import logs  # noqa: E402

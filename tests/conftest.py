@@ -1,11 +1,7 @@
 """Every test process runs under eventlet, as the services do."""
-import warnings
+from shared.green import patch
 
-with warnings.catch_warnings():
-    warnings.simplefilter("ignore")  # eventlet's deprecation notice (INFRA.md)
-    import eventlet
-
-eventlet.monkey_patch()
+patch()
 
 from kombu.mixins import ConsumerMixin  # noqa: E402
 
