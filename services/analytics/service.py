@@ -4,9 +4,11 @@ ingestion function; KPIs are served over RPC, HTTP, Prometheus and a dashboard."
 from __future__ import annotations
 
 import json
+import random
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
+import eventlet
 from nameko.web.handlers import http
 from pymongo.errors import DuplicateKeyError
 from werkzeug.wrappers import Response
@@ -17,6 +19,7 @@ from shared.clock import utcnow
 from shared.config import env_float, env_int
 from shared.errors import ShopError, ValidationFailed
 from shared.logs import get_logger
+from shared.retry import is_transient
 from shared.rpc import rpc
 from shared.service import ShopService, json_response
 from shared.store import Store
@@ -115,16 +118,28 @@ class AnalyticsService(ShopService):
         envelopes = tracking.events_of(body, max_batch, self._shop_settings.currency)
         accepted = duplicates = 0
         for envelope in envelopes:
-            try:
-                status = self.ingest(envelope)
-            except DuplicateKeyError:
-                status = "duplicate"  # a concurrent request stored it first
+            status = self._ingest_retrying(envelope)
             if status == "duplicate":
                 duplicates += 1
             else:
                 accepted += 1
         return {"id": "track", "accepted": accepted, "duplicates": duplicates,
                 "event_ids": [e["event_id"] for e in envelopes]}
+
+    def _ingest_retrying(self, envelope: dict) -> str:
+        """HTTP entrypoints have no chassis retry: write conflicts with replicas folding
+        into the same documents are retried here with backoff."""
+        settings = self._shop_settings
+        for attempt in range(settings.transient_retries + 1):
+            try:
+                return self.ingest(envelope)
+            except DuplicateKeyError:
+                return "duplicate"  # a concurrent request stored it first
+            except Exception as exc:
+                if attempt == settings.transient_retries or not is_transient(exc):
+                    raise
+                eventlet.sleep(settings.transient_backoff * (2 ** attempt) * (0.5 + random.random()))
+        raise AssertionError("unreachable")
 
     @http("POST", "/track")
     def http_track(self, request):
