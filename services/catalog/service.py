@@ -16,7 +16,7 @@ from services.catalog.store import (
     review_dict,
     stock_dict,
 )
-from shared.clock import parse_iso, utcnow
+from shared.clock import parse_iso, to_iso, utcnow
 from shared.config import env_float, env_int
 from shared.errors import ValidationFailed
 from shared.logs import get_logger
@@ -120,7 +120,7 @@ class CatalogService(ShopService):
         ref = load(schemas.ProductRef(), {"product_id": product_id})
         get_or_404(self.store.db, "products", ref["product_id"], "product_id")
         rows = self.store.db.price_history.find({"product_id": ref["product_id"]}).sort("at", -1)
-        return [{"at": r["at"].isoformat().replace("+00:00", "Z"), "old_price": r["old_price"],
+        return [{"at": to_iso(r["at"]), "old_price": r["old_price"],
                  "new_price": r["new_price"], "by": r.get("by")} for r in rows]
 
     @rpc
