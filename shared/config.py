@@ -83,6 +83,22 @@ class Settings:
             outbox_sweep_grace=env_float("OUTBOX_SWEEP_GRACE", 5.0),
         )
 
+    def option(self, key: str, default, cast=None):
+        """A business setting of this service: `extra[key]` (tests inject it),
+        else the environment variable `<SERVICE>_<KEY>`, else `default`;
+        converted with `cast` (default: the type of `default`)."""
+        cast = cast or type(default)
+        if key in self.extra:
+            return cast(self.extra[key])
+        raw = os.environ.get(f"{self.service.upper()}_{key.upper()}")
+        if raw is None or raw == "":
+            return default
+        try:
+            return cast(raw)
+        except ValueError:
+            raise ValueError(f"environment variable {self.service.upper()}_{key.upper()} "
+                             f"must be a {cast.__name__}, got {raw!r}") from None
+
     def nameko_config(self) -> dict:
         """The nameko container config derived from these settings."""
         return {
