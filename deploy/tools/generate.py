@@ -387,13 +387,17 @@ def dashboard() -> dict:
                                    "{{queue}}")], "short", 0, 16, 12)
     panel("Replicas up", [('count by (job) (up{job=~"catalog|order|fulfillment|member|marketing|analytics"} == 1)',
                            "{{job}}")], "short", 12, 16, 12)
+    # Business KPIs: analytics' gauges (identical on every replica, hence max).
+    panel("Business: GMV and AOV by window (minor units)", [
+        ('max by (window) (shop_kpi_gmv)', "GMV {{window}}"),
+        ('max by (window) (shop_kpi_aov)', "AOV {{window}}")], "short", 0, 24, 8)
+    panel("Business: paid orders and conversion by window", [
+        ('max by (window) (shop_kpi_orders)', "orders {{window}}"),
+        ('max by (window) (shop_kpi_conversion_ratio)', "conversion {{window}}")], "short", 8, 24, 8)
     kpi = 'sum(rate(shop_events_published_total{{event_type="{}"}}[5m])) * 60'
-    panel("Business: orders placed / paid / refunded per minute", [
-        (kpi.format("order_placed"), "placed"), (kpi.format("order_paid"), "paid"),
-        (kpi.format("order_refunded"), "refunded")], "short", 0, 24, 12)
-    panel("Business: registrations per minute, low-stock products", [
-        (kpi.format("member_registered"), "registrations"),
-        ("max(shop_low_stock_products)", "low-stock products")], "short", 12, 24, 12)
+    panel("Business: orders placed / refunded per minute, low-stock products", [
+        (kpi.format("order_placed"), "placed/min"), (kpi.format("order_refunded"), "refunded/min"),
+        ("max(shop_low_stock_products)", "low-stock products")], "short", 16, 24, 8)
     return {
         "uid": "shop-suite", "title": "Shop suite", "schemaVersion": 39, "version": 1,
         "tags": ["shop"], "timezone": "browser", "refresh": "30s",
