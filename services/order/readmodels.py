@@ -3,13 +3,13 @@ catalog's and member's events, with one RPC fallback on a miss.
 
 Events may arrive late or out of order: each field remembers the `occurred_at` of
 the event that set it and only a newer event changes it. A fallback answer is
-stored only where nothing is known yet, stamped with the time it was fetched."""
+stamped with the time it was fetched (newer events still win)."""
 from __future__ import annotations
 
 from datetime import datetime
 
 from shared.clock import to_iso
-from shared.errors import NotFound, ServiceTimeout, ServiceUnavailable
+from shared.errors import NotFound, ServiceTimeout, ServiceUnavailable, ValidationFailed
 from shared.logs import get_logger
 
 log = get_logger(__name__)
@@ -66,7 +66,9 @@ class ReadModels:
         result: dict[str, dict | None] = {}
         for pid in product_ids:
             doc = found.get(pid)
-            if doc is None or "price" not in doc or "status" not in doc:
+            # A miss, or a product we believe is not on sale (its publication may not
+            # have reached us yet): ask catalog once.
+            if doc is None or "price" not in doc or doc.get("status") != PUBLISHED:
                 doc = self._fetch_product(pid, now)
             result[pid] = doc
         return result
@@ -83,19 +85,16 @@ class ReadModels:
                    "status": answer.get("status")}
         if answer.get("currency"):
             changes["currency"] = answer["currency"]
-        doc = self.db.products.find_one({"_id": product_id}) or {}
-        # Only fill gaps: what catalog's events already told us is kept.
-        fill = {k: v for k, v in changes.items() if v is not None and k not in doc}
-        if fill:
-            stamp = to_iso(now)
-            self.db.products.update_one(
-                {"_id": product_id},
-                {"$set": {**fill, **{f"stamps.{k}": stamp for k in fill}}}, upsert=True)
+        # Catalog's answer is as of now: stamped `now`, it wins over older events and
+        # loses to newer ones, like any event would.
+        merged = merge(self.db.products.find_one({"_id": product_id}),
+                       {k: v for k, v in changes.items() if v is not None}, to_iso(now))
+        self.db.products.replace_one({"_id": product_id}, merged, upsert=True)
         log.info("product_read_model_filled", product_id=product_id)
-        return {**doc, **fill}
+        return merged
 
     def tier(self, member_id: str, now: datetime) -> str | None:
-        """The member's tier; a miss asks member once. Unknown member → NotFound; member
+        """The member's tier; a miss asks member once. Unknown member → ValidationFailed; member
         service silent → None (marketing prices without tier benefits it cannot confirm)."""
         doc = self.db.members.find_one({"_id": member_id})
         if doc is not None and doc.get("tier"):
@@ -105,6 +104,8 @@ class ReadModels:
         except ServiceTimeout:
             log.warning("member_tier_unavailable", member_id=member_id)
             return None
+        except NotFound:
+            raise ValidationFailed.field("member_id", "unknown member") from None
         tier = answer.get("tier")
         if tier:
             self.db.members.update_one({"_id": member_id},
