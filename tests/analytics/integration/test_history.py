@@ -61,8 +61,7 @@ def snapshot(rpc, db):
         "top": rpc.analytics.top_products(10, *f), "slow": rpc.analytics.slow_products(10, *f),
         "roi": rpc.analytics.campaign_roi(*f), "exp": rpc.analytics.experiment_results("exp1"),
         "cohorts": rpc.analytics.retention_cohorts("month"),
-        "agg": sorted(db.agg.find({}, {"_id": 1, "grain": 1, "dim": 1, "key": 1, "bucket": 1}) and
-                      [{k: v for k, v in d.items()} for d in db.agg.find({})], key=lambda d: d["_id"]),
+        "agg": sorted(db.agg.find({}), key=lambda d: d["_id"]),
     }
 
 
@@ -138,8 +137,8 @@ def test_dashboard_renders_its_charts_in_headless_chromium(start_service, settin
     feed([settings], containers, publish)
     url = (f"http://127.0.0.1:{settings.http_port}/dashboard?start={iso(FULL[0])}&end={iso(FULL[1])}")
     page = requests.get(url, timeout=15)
-    assert page.status_code == 200 and 'src="/dashboard.js"' in page.text and "http" not in page.text.split(
-        "<script src")[1].split(">")[0].replace('"/dashboard.js"', "")
+    assert page.status_code == 200 and 'src="/dashboard.js"' in page.text
+    assert 'src="http' not in page.text and 'href="http' not in page.text  # no CDN
     done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",
                            "--disable-background-networking", f"--user-data-dir={tmp_path}",
                            "--virtual-time-budget=5000", "--dump-dom", url],
@@ -148,4 +147,4 @@ def test_dashboard_renders_its_charts_in_headless_chromium(start_service, settin
     assert 'data-rendered="true"' in dom, done.stderr[-2000:]
     for chart in ("gmv", "funnel", "top-products", "cohorts", "roi", "experiments"):
         assert f'data-chart="{chart}"' in dom, chart
-    assert dom.count('class="bar"') >= 10 and 'data-series="gmv"' in dom and 'class="cell"' not in dom[:0]
+    assert dom.count('class="bar"') >= 10 and 'data-series="gmv"' in dom
