@@ -117,7 +117,9 @@ class OrderConfirmed(OrderRef):
     """Stock is reserved; payment is being captured."""
 
 
-@event(SOURCE, "order_paid", consumers=["fulfillment", "marketing", "analytics"], example={
+# catalog (sales counter) and member (paid spend for tiers) consume it too.
+@event(SOURCE, "order_paid", consumers=["fulfillment", "marketing", "analytics", "catalog", "member"],
+       example={
     "order_id": ORDER_ID, "member_id": MEMBER_ID, "lines": _lines(), "total": 32700,
     "currency": "CNY",
     "shipping_address": {"name": "Li Wei", "line1": "88 Century Avenue, Pudong",
@@ -171,7 +173,8 @@ class OrderCancelled(EventData):
     was_paid = fields.Bool(required=True)
 
 
-@event(SOURCE, "order_shipped", consumers=["analytics"], example={"order_id": ORDER_ID})
+# marketing sends the "shipped" and "refund issued" notifications.
+@event(SOURCE, "order_shipped", consumers=["analytics", "marketing"], example={"order_id": ORDER_ID})
 class OrderShipped(OrderRef):
     """The order's shipment left the warehouse."""
 
@@ -209,7 +212,7 @@ class ReturnRequested(EventData):
     reason = Text(required=True)
 
 
-@event(SOURCE, "order_refunded", consumers=["member", "analytics"], example={
+@event(SOURCE, "order_refunded", consumers=["member", "analytics", "marketing"], example={
     "refund_id": "rfd_01JDC8D0E2F4G6H8J0K2M4N6P8", "order_id": ORDER_ID,
     "member_id": MEMBER_ID, "return_id": RETURN_ID, "amount": 11900, "currency": "CNY",
     "reason": "return", "lines": [{"product_id": PRODUCT_A, "quantity": 1, "amount": 11900}],
