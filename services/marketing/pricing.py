@@ -126,6 +126,9 @@ def price(lines: list[dict], promotions: list[dict], *, now: datetime, currency:
           cap_bp: int = FULL) -> dict[str, Any]:
     """Price a cart. `coupon` is `{"code", "promotion_id"}` of a coupon already checked usable.
 
+    No `shipping_fee`: order owns it (order reads a `shipping_fee` in the answer as an offer
+    that waives its own fee, so marketing leaves the key out).
+
     Returns the priced cart; `coupon_applied` says whether the coupon's promotion gave a
     discount (`coupon_reason` when not)."""
     gross = [line["unit_price"] * line["quantity"] for line in lines]
@@ -210,7 +213,6 @@ def price(lines: list[dict], promotions: list[dict], *, now: datetime, currency:
         "tier": tier,
         "subtotal": subtotal,
         "discount": discount_total,
-        "shipping_fee": 0,
         "total": subtotal - discount_total,
         "currency": currency,
     }
