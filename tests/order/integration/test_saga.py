@@ -343,3 +343,10 @@ def test_tier_from_events_prices_with_benefit(stack, rpc, amqp_uri):
     wait_for(lambda: (db.members.find_one({"_id": "mem_t"}) or {}).get("tier") == "gold", WAIT)
     quote = rpc.order.quote("mem_t", [{"product_id": product(rpc, price=10000), "quantity": 1}])
     assert quote["discount"] == 1000 and quote["shipping_fee"] == 1000
+
+
+def test_timer_retries_payment_on_its_own(stack, rpc):
+    stack(timers_enabled=1, payment_retry_base_seconds=0.1)
+    order = place(rpc, [{"product_id": product(rpc), "quantity": 1}], token="tok_timeout_1")
+    wait_for(status_is(rpc, order["id"], "paid"), WAIT, what="paid by the timer's retry")
+    assert rpc.order.get_order(order["id"])["payment"]["attempts"] == 2
