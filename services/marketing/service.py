@@ -32,6 +32,8 @@ from shared.validation import load
 
 log = get_logger(__name__)
 
+DISPATCH_BATCH = 500
+
 
 def _now(now: str | None) -> datetime:
     if now is None:
@@ -352,7 +354,9 @@ class MarketingService(ShopService):
                                     {"$set": {"next_dispatch_at": to_iso(resume)}})
             return
         cost = self.channels.cost(camp["channel"])
-        for rec in list(db.recipients.find({"campaign_id": campaign_id, "status": "pending"})):
+        # A bounded batch per round keeps the call short; the timer sends the rest.
+        batch = db.recipients.find({"campaign_id": campaign_id, "status": "pending"}).limit(DISPATCH_BATCH)
+        for rec in list(batch):
             with self.store.transaction() as tx:
                 if tx.db.recipients.find_one_and_update(
                         {"_id": rec["_id"], "status": "pending"}, {"$set": {"status": "sending"}},
