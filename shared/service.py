@@ -7,22 +7,16 @@ and metrics endpoints. A service adds its own store, clients and entrypoints.
 """
 from __future__ import annotations
 
-import json
-
 from kombu import Connection
 from nameko.extensions import DependencyProvider
-from nameko.web.handlers import http
 from werkzeug.wrappers import Response
 
 from shared import metrics
 from shared.config import settings_of
+from shared.http import http, json_response
 from shared.observability import Observability
 from shared.store import Store
 from shared.subscriptions import EventRouter
-
-
-def json_response(payload, status: int = 200) -> Response:
-    return Response(json.dumps(payload, default=str), status=status, mimetype="application/json")
 
 
 def readiness(container) -> dict:

@@ -1,9 +1,9 @@
 """Events published by the fulfillment service: shipments, returns received, service tickets."""
 from __future__ import annotations
 
-from shared.events.base import EventData, event
 from marshmallow import fields
 
+from shared.events.base import EventData, event
 from shared.events.fields import Choice, Count, Id, IsoTime, Part, ProductQuantity, Text, lines_of
 
 SOURCE = "fulfillment"

@@ -12,6 +12,7 @@ from pymongo import ASCENDING, IndexModel
 
 from shared.context import get_correlation_id
 from shared.errors import NotFound, ValidationFailed
+from shared.http import http, json_response
 from shared.logs import get_logger
 from shared.rpc import RpcClient, rpc
 from shared.service import ShopService
@@ -57,6 +58,10 @@ class ExampleInventory(ShopService):
         if doc is None:
             raise NotFound(f"no stock for product {product_id}", {"product_id": product_id})
         return {"id": doc["_id"], "on_hand": doc["on_hand"], "reserved": doc["reserved"]}
+
+    @http("GET", "/stock/<product_id>")
+    def http_stock(self, request, product_id):
+        return json_response(self.get_stock(product_id))
 
     @rpc
     def ask_analytics(self):

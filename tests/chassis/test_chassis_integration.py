@@ -192,3 +192,16 @@ def _metric(container, name, label_fragment):
         if line.startswith(name + "{") and label_fragment in line:
             total += float(line.rsplit(" ", 1)[1])
     return total
+
+
+def test_http_entrypoints_answer_typed_errors_as_json(start_service, rpc):
+    inventory = start_service(ExampleInventory)
+    port = settings_of_container(inventory).http_port
+    product = uid()
+    rpc.catalog.adjust_stock(product, 2, "http")
+    found = requests.get(f"http://127.0.0.1:{port}/stock/{product}", timeout=5)
+    assert found.status_code == 200 and found.json()["on_hand"] == 2
+    missing = requests.get(f"http://127.0.0.1:{port}/stock/nope", timeout=5)
+    assert missing.status_code == 404
+    assert missing.json() == {"error": "NotFound", "code": "not_found",
+                              "message": "no stock for product nope", "details": {"product_id": "nope"}}
