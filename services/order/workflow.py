@@ -90,6 +90,9 @@ class OrderWorkflow:
         if coupon_code and isinstance(coupon, dict) and (coupon.get("valid") is False
                                                          or coupon.get("applied") is False):
             raise ValidationFailed.field("coupon_code", coupon.get("reason") or "coupon does not apply")
+        if coupon_code and isinstance(answer, dict) and answer.get("coupon_applied") is False:
+            raise ValidationFailed.field("coupon_code",
+                                         answer.get("coupon_reason") or "coupon does not apply")
         try:
             return pricing.price_lines(requested, answer, self.settings.shipping)
         except pricing.PricingError as exc:
