@@ -111,6 +111,7 @@ class Store(DependencyProvider):
         self.client = None
         self.db = None
         self.relay = None
+        self._sweeper = None
 
     def setup(self):
         settings = settings_of(self.container)
@@ -126,7 +127,7 @@ class Store(DependencyProvider):
         # one, so nothing is published into the void while a consumer is down.
         with Connection(settings.amqp_uri) as connection:
             declare_suite(connection, consumers_of_source(self.service), settings.delivery_limit)
-        self.container.spawn_managed_thread(
+        self._sweeper = self.container.spawn_managed_thread(
             lambda: self._sweep_forever(settings.outbox_sweep_interval, settings.outbox_sweep_grace),
             identifier="outbox_sweep")
 
@@ -154,6 +155,11 @@ class Store(DependencyProvider):
             return False
 
     def stop(self):
+        # The sweep stops before the client closes (a sweep mid-flight just
+        # ends: its rows stay pending for the next process).
+        sweeper = getattr(self, "_sweeper", None)
+        if sweeper is not None:
+            sweeper.kill()
         if self.client is not None:
             self.client.close()
 
