@@ -180,7 +180,8 @@ def declared_queues(service: str) -> set[str]:
 def test_keda_scales_on_the_queues_each_service_consumes(rendered):
     scaled = by_name(rendered["prod"], "ScaledObject")
     assert set(scaled) == set(SERVICES)
-    configmap = next(d for d in of_kind(rendered["prod"], "ConfigMap") if d["metadata"]["name"].startswith("shop-config"))
+    configmap = next(d for d in of_kind(rendered["prod"], "ConfigMap")
+                     if d["metadata"]["name"].startswith("shop-config"))
     for service, obj in scaled.items():
         queues = {t["metadata"]["queueName"] for t in obj["spec"]["triggers"]}
         assert queues == declared_queues(service), service
@@ -215,13 +216,15 @@ def test_queue_policies_cover_event_queues_and_never_rpc_queues(rendered):
         assert definition["delivery-limit"] == args["x-delivery-limit"]
         # ...and they must not hit the dead-letter queue itself.
         assert not re.search(hits[0]["spec"]["pattern"], topology.dead_letter_queue_name(service))
-    configmap = next(d for d in of_kind(docs, "ConfigMap") if d["metadata"]["name"].startswith("shop-config"))
+    configmap = next(d for d in of_kind(docs, "ConfigMap")
+                     if d["metadata"]["name"].startswith("shop-config"))
     assert int(configmap["data"]["EVENT_DELIVERY_LIMIT"]) == definition["delivery-limit"]
 
 
 def test_broker_permissions_are_least_privilege(rendered):
     docs = rendered["prod"]
-    perms = {p["spec"]["userReference"]["name"]: p["spec"]["permissions"] for p in of_kind(docs, "Permission")}
+    perms = {p["spec"]["userReference"]["name"]: p["spec"]["permissions"]
+             for p in of_kind(docs, "Permission")}
     users = {u["metadata"]["name"] for u in of_kind(docs, "User")}
     assert set(perms) == users == {f"shop-{s}" for s in SERVICES}
     for service in SERVICES:
@@ -252,7 +255,8 @@ def test_network_policies_default_deny_then_allow_what_is_needed(rendered):
     docs = rendered["prod"]
     policies = by_name(docs, "NetworkPolicy")
     deny = policies["default-deny-services"]["spec"]
-    assert set(deny["policyTypes"]) == {"Ingress", "Egress"} and "ingress" not in deny and "egress" not in deny
+    assert set(deny["policyTypes"]) == {"Ingress", "Egress"}
+    assert "ingress" not in deny and "egress" not in deny
     assert policies["allow-dns"]["spec"]["egress"][0]["ports"][0]["port"] == 53
     for service in SERVICES:
         spec = policies[f"{service}-allow"]["spec"]
@@ -287,9 +291,11 @@ def test_alerts_cover_the_issue_list(rendered):
     rules = [r for g in of_kind(rendered["prod"], "PrometheusRule")[0]["spec"]["groups"] for r in g["rules"]]
     alerts = {r["alert"]: r["expr"] for r in rules if "alert" in r}
     needed = {"ShopHighErrorRatio": "shop_request", "ShopHighLatencyP99": "shop_request_seconds_bucket",
-              "ShopQueueGrowing": "rabbitmq_queue_messages_ready", "ShopDeadLetteredEvents": "shop_dead_letter",
+              "ShopQueueGrowing": "rabbitmq_queue_messages_ready",
+              "ShopDeadLetteredEvents": "shop_dead_letter",
               "ShopOutboxBacklogOld": "shop_outbox_oldest_pending_seconds",
-              "ShopQueueNoConsumers": "rabbitmq_queue_consumers", "ShopLowStockProducts": "shop_low_stock_products"}
+              "ShopQueueNoConsumers": "rabbitmq_queue_consumers",
+              "ShopLowStockProducts": "shop_low_stock_products"}
     for alert, metric in needed.items():
         assert metric in alerts[alert] or any(metric in r.get("expr", "") for r in rules), alert
     from shared import metrics

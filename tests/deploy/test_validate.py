@@ -25,7 +25,8 @@ def test_every_overlay_renders(rendered):
         assert {"Deployment", "Service", "NetworkPolicy", "PodDisruptionBudget"} <= kinds, name
         for doc in docs:
             if doc["kind"] != "Namespace":
-                assert doc["metadata"].get("namespace") == "shop", (name, doc["kind"], doc["metadata"]["name"])
+                where = (name, doc["kind"], doc["metadata"]["name"])
+                assert doc["metadata"].get("namespace") == "shop", where
 
 
 def test_generated_files_are_current():
@@ -152,7 +153,8 @@ def run_checkov(tools, args: list[str]) -> dict:
 
 def failed_checks(report: dict) -> list[str]:
     results = report.get("results", {})
-    return [f"{c['check_id']} {c['resource']} {c.get('check_name', '')}" for c in results.get("failed_checks", [])]
+    return [f"{c['check_id']} {c['resource']} {c.get('check_name', '')}"
+            for c in results.get("failed_checks", [])]
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
