@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from nameko.exceptions import RemoteError
 
 from shared.clock import to_iso, utcnow
-from shared.errors import NotFound, ShopError
+from shared.errors import NotFound, ShopError, ValidationFailed
 from shared.ids import new_id
 
 # Scenario weights of a signed-in session; `buy` is scaled for the experiment's
@@ -157,7 +157,7 @@ class Stats:
     def __init__(self):
         self.counts: Counter = Counter()
         self.errors: Counter = Counter()
-        self.waits: Counter = Counter()
+        self.expected: Counter = Counter()  # refusals that are part of the scenario
         self.samples: dict[str, str] = {}
         self.variants: Counter = Counter()
         self.final_status: Counter = Counter()
@@ -173,15 +173,15 @@ class Stats:
         if key not in self.samples and len(self.samples) < 40:
             self.samples[key] = exc if isinstance(exc, str) else str(exc)[:300]
 
-    def wait(self, where: str) -> None:
-        self.waits[where] += 1
+    def refused(self, where: str) -> None:
+        self.expected[where] += 1
 
     def as_dict(self) -> dict:
         return {**{k: self.counts[k] for k in sorted(self.counts)},
                 "elapsed_s": round(time.monotonic() - self.started, 1),
                 "variants": dict(self.variants), "final_status": dict(self.final_status),
                 "errors": dict(self.errors), "errors_total": sum(self.errors.values()),
-                "error_samples": dict(self.samples), "waits": dict(self.waits)}
+                "error_samples": dict(self.samples), "expected_refusals": dict(self.expected)}
 
 
 def error_type(exc: BaseException) -> str:
@@ -225,7 +225,7 @@ class Caller:
         try:
             return getattr(getattr(self.rpc, service), method)(*args, **kwargs)
         except expected as exc:
-            self.stats.wait(f"{service}.{method}")
+            self.stats.refused(f"{service}.{method}")
             raise CallFailed(exc) from exc
         except (ShopError, RemoteError) as exc:
             self.stats.error(f"{service}.{method}", exc)
@@ -402,7 +402,8 @@ class Traffic:
         if rng.random() < 0.35:
             coupon = self.coupons.pop() if self.coupons else world.get("shared_coupon")
         try:
-            call("order", "quote", member_id, lines, coupon_code=coupon)
+            call("order", "quote", member_id, lines, coupon_code=coupon,
+                 expected=(ValidationFailed,) if coupon else ())
             self.stats.inc("quotes")
         except CallFailed as failed:
             if coupon is None:
