@@ -154,7 +154,7 @@ def report(rpc, data: dict, stats: dict, start: str, currency: str, dashboard: s
     kpis = drain(rpc, start)
     print()
     print(f"KPI summary ({kpis.get('start', start)} → {kpis.get('end', 'now')}, "
-          f"{kpis.get('timezone', '')}; analytics hour buckets)")
+          f"{kpis.get('timezone', '')}: whole clock hours, so earlier runs in them count too)")
     print(kpi_table(kpis, currency))
     try:
         top = rpc.analytics.top_products(5, start=start)

@@ -259,6 +259,7 @@ class Traffic:
         self.ops_workers, self.ops_grace = ops_workers, ops_grace
         self.master = random.Random(rng_seed)
         self.track_batch = track_batch
+        self.track_timeout = max(timeout, 30.0)
         self.stats = Stats()
         self.pacer = Pacer(rate)
         self.coupons = list(seed_data.get("coupons") or [])
@@ -276,20 +277,32 @@ class Traffic:
         return connect(self.amqp_uri, timeout=self.timeout)
 
     def post_track(self, events: list[dict]) -> None:
+        """POST a batch; a timeout or a 5xx is retried once with the same event ids, so
+        analytics counts a batch it already stored only once."""
         body = json.dumps({"events": events}).encode()
-        request = urllib.request.Request(f"{self.analytics_url}/track", data=body, method="POST",
-                                         headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as resp:
-                resp.read()
-            self.stats.inc("track_posts")
-            self.stats.inc("track_events", len(events))
-        except urllib.error.HTTPError as exc:
-            detail = exc.read()[:300].decode(errors="replace")
-            self.stats.error("analytics.POST /track", f"HTTP {exc.code}")
-            self.stats.samples.setdefault(f"analytics.POST /track HTTP {exc.code}", detail)
-        except (urllib.error.URLError, OSError) as exc:
-            self.stats.error("analytics.POST /track", f"TrackUnavailable({type(exc).__name__})")
+        for attempt in (1, 2):
+            request = urllib.request.Request(f"{self.analytics_url}/track", data=body, method="POST",
+                                             headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=self.track_timeout) as resp:
+                    resp.read()
+                self.stats.inc("track_posts")
+                self.stats.inc("track_events", len(events))
+                if attempt > 1:
+                    self.stats.inc("track_retries_ok")
+                return
+            except urllib.error.HTTPError as exc:
+                detail = exc.read()[:300].decode(errors="replace")
+                kind = f"HTTP {exc.code}"
+                self.stats.samples.setdefault(f"analytics.POST /track {kind}", detail)
+                if exc.code < 500 or attempt == 2:
+                    self.stats.error("analytics.POST /track", kind)
+                    return
+            except (urllib.error.URLError, OSError) as exc:
+                if attempt == 2:
+                    self.stats.error("analytics.POST /track", f"TrackUnavailable({type(exc).__name__})")
+                    return
+            self.stats.inc("track_retries")
 
     def snapshot(self) -> dict:
         now = time.monotonic()
@@ -545,7 +558,7 @@ class Traffic:
             track.extra["completed_counted"] = True
             self.stats.inc("completed_seen")
         fate = track.fate
-        if not fate.ret or track.return_received:
+        if not fate.ret or track.return_received or track.extra.get("return_refused"):
             return
         if track.return_id is None:
             if fate.ret == "full":
@@ -559,7 +572,7 @@ class Traffic:
                 track.return_id = ret["id"]
                 self.stats.inc("returns_requested")
             except CallFailed:
-                track.return_received = True  # refused (window, quantities): nothing to receive
+                track.extra["return_refused"] = True  # window or quantities: nothing to receive
             return
         lines = None
         if fate.damaged:
@@ -573,7 +586,7 @@ class Traffic:
             track.return_received = True
         except CallFailed as failed:
             if not isinstance(failed.__cause__, NotFound):
-                track.return_received = True
+                track.extra["return_refused"] = True
 
     def _ticket(self, call: Caller, track: OrderTrack, status: str) -> None:
         category = track.fate.ticket
@@ -600,8 +613,10 @@ class Traffic:
     def _maybe_done(self, track: OrderTrack, status: str) -> None:
         if status not in FINAL:
             return
-        if track.fate.ret and not track.return_received and status != "cancelled" and status != "rejected":
-            return
+        returning = track.fate.ret and not track.extra.get("return_refused")
+        if returning and status not in ("cancelled", "rejected"):
+            if not track.return_received or status not in ("refunded", "partially_refunded"):
+                return  # the refund follows the receipt
         if track.fate.ticket and track.ticket_stage not in ("resolved", "failed"):
             return
         track.done = True
@@ -647,7 +662,7 @@ def run_traffic(rate: float = 3.0, duration: float = 60.0, workers: int = 8, see
                 progress: Callable[[dict], None] | None = None, *, amqp_uri: str | None = None,
                 analytics_url: str | None = None, timeout: float = 10.0, max_sessions: int | None = None,
                 ops_workers: int = 2, ops_grace: float | None = None, rng_seed: int | None = None,
-                track_batch: int = 25, progress_interval: float = 0.5) -> dict:
+                track_batch: int = 10, progress_interval: float = 0.5) -> dict:
     """Simulate shoppers for `duration` seconds at `rate` sessions per second over
     `workers` green threads (one RPC connection each), then let operations settle
     the placed orders for at most `ops_grace` seconds. Returns the stats dict.

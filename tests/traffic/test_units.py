@@ -182,8 +182,14 @@ def test_an_order_is_done_only_when_its_fate_is_played_out():
     gen._maybe_done(returning, "completed")
     assert not returning.done
     returning.return_received = True
+    gen._maybe_done(returning, "completed")
+    assert not returning.done  # received, the refund is still to come
     gen._maybe_done(returning, "refunded")
     assert returning.done
+    refused = _track(Fate(ret="partial"), "completed")
+    refused.extra["return_refused"] = True
+    gen._maybe_done(refused, "completed")
+    assert refused.done
     ticketed = _track(Fate(decline=True, ticket="payment"), "cancelled")
     gen._maybe_done(ticketed, "cancelled")
     assert not ticketed.done
