@@ -2,8 +2,9 @@
 
 - `mongo_uri`: MONGO_URI if set, else a private mongod on a free port in a
   temporary directory for the session.
-- `amqp_uri`: a fresh virtual host on the broker at AMQP_URI for the session,
-  deleted afterwards, so runs never see each other's messages.
+- `amqp_uri`: a fresh virtual host on the broker at AMQP_URI for each test
+  module, deleted afterwards, so neither runs nor modules see each other's
+  messages (a queue left with another module's events would leak into it).
 - `settings_for(service, **overrides)`: Settings pointing at both, with a
   unique database and a free HTTP port.
 - `start_service(cls, **overrides)`: runs a service class in a nameko
@@ -56,7 +57,7 @@ def base_amqp_uri():
     return uri
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def amqp_uri(base_amqp_uri):
     vhost = f"shop-test-{uuid.uuid4().hex[:10]}"
     devstack.create_vhost(vhost)
