@@ -126,6 +126,12 @@ class OrderRepo:
                       "shipping_address.phone": None, "shipping_address.redacted": True},
              "$inc": {"version": 1}},
             session=self.session)
+        # The outbox keeps published envelopes (order_paid carries the address): redact them too.
+        self.db.outbox.update_many(
+            {"envelope.data.member_id": member_id, "envelope.data.shipping_address": {"$type": "object"}},
+            {"$set": {f"envelope.data.shipping_address.{key}": None
+                      for key in ("name", "line1", "city", "postal_code", "phone")}},
+            session=self.session)
         return result.modified_count
 
 
