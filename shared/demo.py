@@ -108,7 +108,7 @@ def stats_table(stats: dict) -> str:
             ("exposures", "Experiment exposures"), ("quotes", "Quotes"),
             ("orders_placed", "Orders placed"), ("orders_with_coupon", "  with a coupon"),
             ("orders_attributed", "  attributed (campaign/referral)"),
-            ("declines_sent", "  paid with a declining card"), ("cancellations", "Cancellations"),
+            ("declines_sent", "  paid with a declining card"), ("cancellations", "Cancelled by the member"),
             ("dispatched", "Shipments dispatched"), ("delivered", "Deliveries confirmed"),
             ("returns_requested", "Returns requested"), ("returns_received", "Returns received"),
             ("tickets_opened", "Tickets opened"), ("tickets_resolved", "Tickets resolved")]
@@ -120,17 +120,24 @@ def stats_table(stats: dict) -> str:
     return table(["Traffic", "Count"], rows)
 
 
-def wait_ready(url: str, timeout: float = 10.0) -> bool:
+def ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health/ready", timeout=2) as resp:
+            return resp.status == 200
+    except Exception:
+        return False
+
+
+def not_ready(urls: list[str], names: list[str], timeout: float = 10.0) -> list[str]:
+    """The names whose /health/ready still fails after `timeout` seconds."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"{url}/health/ready", timeout=2) as resp:
-                if resp.status == 200:
-                    return True
-        except Exception:
-            pass
+    waiting = dict(zip(names, urls, strict=True))
+    while waiting:
+        waiting = {name: url for name, url in waiting.items() if not ready(url)}
+        if not waiting or time.monotonic() > deadline:
+            break
         time.sleep(0.5)
-    return False
+    return list(waiting)
 
 
 def drain(rpc, start: str, quiet_for: float = 3.0, timeout: float = 20.0) -> dict:
@@ -202,19 +209,26 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from shared.client import connect
-    from shared.config import Settings
+    from shared.config import DEFAULT_PORTS, Settings
+    from shared.errors import ShopError
     from shared.seed import seed
 
     settings = Settings.from_env("analytics")
     analytics = default_analytics_url()
     try:
-        if not wait_ready(analytics):
-            err(f"analytics does not answer at {analytics}/health/ready: run `make up` first "
-                "(or `make run`, which starts the stack).")
+        down = not_ready([f"http://127.0.0.1:{Settings.from_env(n).http_port}" for n in DEFAULT_PORTS],
+                         list(DEFAULT_PORTS))
+        if down:
+            err(f"not ready: {', '.join(down)} (no answer on /health/ready). Run `make up` first "
+                "(or `make run`, which starts the stack); logs in .run/logs/.")
             return 2
         start = to_iso(utcnow() - timedelta(seconds=5))
         err(f"Seeding a demo shop (members: {args.members})...")
-        data = seed(members=args.members, say=lambda m: err(f"  seed: {m}"))
+        try:
+            data = seed(members=args.members, say=lambda m: err(f"  seed: {m}"))
+        except ShopError as exc:
+            err(f"seeding failed: {type(exc).__name__}: {exc} (service logs in .run/logs/)")
+            return 1
         data["currency"] = settings.currency
         err(f"  seeded run {data['run_id']}: {len(data['products'])} products, {len(data['members'])} "
             f"members, {len(data['warehouses'])} warehouses, {len(data['coupons'])} coupons, "

@@ -628,7 +628,8 @@ class Traffic:
         threads = [eventlet.spawn(self.shopper_worker, i) for i in range(self.workers)]
         threads += [eventlet.spawn(self.ops_worker, i) for i in range(self.ops_workers)]
         try:
-            while any(not t.dead for t in threads):
+            hard_stop = self.ops_deadline + max(30.0, 2 * self.timeout)
+            while any(not t.dead for t in threads) and time.monotonic() < hard_stop:
                 eventlet.sleep(progress_interval)
                 if progress:
                     progress(self.snapshot())
