@@ -13,7 +13,7 @@ from services.marketing.domain import QuietHours, parse_tier_discounts
 from shared.config import settings_of
 
 DEFAULTS = {
-    "MARKETING_TIER_DISCOUNTS": "bronze:0,silver:2,gold:5,platinum:8",
+    "MARKETING_TIER_DISCOUNTS": "bronze:0,silver:3,gold:5,platinum:8",
     "MARKETING_DISCOUNT_CAP_PERCENT": "100",
     "MARKETING_COUPON_RESERVATION_TTL": "7200",
     "MARKETING_SWEEP_INTERVAL": "30",

@@ -108,7 +108,7 @@ class MarketingService(ShopService):
                 raise _coupon_error(problem)
             coupon = {"code": code, "promotion_id": coupon_doc["promotion_id"]}
         priced = pricing.price(req["lines"], promotions, now=now, currency=cfg.currency, tier=tier,
-                               tier_percent_bp=cfg.tier_discounts.get(tier, 0) if tier else 0,
+                               tier_percent_bp=self._tier_discount_bp(db, tier),
                                coupon=coupon, cap_bp=cfg.cap_bp)
         if coupon and not priced["coupon_applied"]:
             raise _coupon_error(priced["coupon_reason"])
@@ -693,10 +693,34 @@ class MarketingService(ShopService):
              "$or": [{stamp: None}, {stamp: {"$lte": at}}]},
             {"$set": {field: value, stamp: at}}, session=tx.session)
 
+    def _tier_discount_bp(self, db, tier) -> int:
+        """Member owns each tier's benefits and announces its discount percent in
+        its events; the configured table only covers tiers not yet heard of."""
+        if not tier:
+            return 0
+        learned = db.tier_benefits.find_one({"_id": tier})
+        if learned is not None:
+            return learned["discount_bp"]
+        return self.config.tier_discounts.get(tier, 0)
+
+    @staticmethod
+    def _learn_tier_benefit(tx, tier, percent, at) -> None:
+        """Keep the newest discount percent member announced for `tier` (inside the
+        transaction a read then write is safe: a concurrent writer conflicts)."""
+        if not tier or percent is None:
+            return
+        known = tx.db.tier_benefits.find_one({"_id": tier}, session=tx.session)
+        if known is not None and known["at"] > at:
+            return
+        tx.db.tier_benefits.replace_one(
+            {"_id": tier}, {"discount_bp": int(round(float(percent) * 100)), "at": at},
+            upsert=True, session=tx.session)
+
     @handles("member", "member_registered")
     def on_member_registered(self, envelope):
         data, at = envelope["data"], envelope["occurred_at"]
         with self.store.transaction() as tx:
+            self._learn_tier_benefit(tx, data.get("tier"), data.get("tier_discount_percent"), at)
             self._member_update(tx, data["member_id"], "tier", data.get("tier"), at)
             self._member_update(tx, data["member_id"], "interests", data.get("interests") or [], at)
             self._member_update(tx, data["member_id"], "region", data.get("region"), at)
@@ -712,6 +736,7 @@ class MarketingService(ShopService):
     def on_tier_changed(self, envelope):
         data, at = envelope["data"], envelope["occurred_at"]
         with self.store.transaction() as tx:
+            self._learn_tier_benefit(tx, data["new_tier"], data.get("tier_discount_percent"), at)
             self._member_update(tx, data["member_id"], "tier", data["new_tier"], at)
 
     @handles("member", "member_erased")

@@ -58,6 +58,14 @@ def test_price_cart_promotions_tier_and_explanations(marketing, start_service, r
              timeout=30, what="tier read model")
     assert rpc.marketing.price_cart("mem_2", lines())["discounts"][-1]["tier"] == "platinum"
 
+    # member owns the tier benefits: the percent it announces wins over the configured table
+    rpc.member.emit("tier_changed", {"member_id": "mem_3", "old_tier": "silver", "new_tier": "gold",
+                                     "tier_discount_percent": 7})
+    wait_for(lambda: store_of(svc).tier_benefits.find_one({"_id": "gold"}), timeout=30,
+             what="gold's benefit learned")
+    gold = rpc.marketing.price_cart("mem_1", lines(), tier="gold")
+    assert gold["discounts"][-1]["amount"] == 29120 * 7 // 100
+
     ended = rpc.marketing.end_promotion(promo["id"])
     assert ended["status"] == "ended"
     rpc.marketing.end_promotion(promo["id"])  # again: no second event
