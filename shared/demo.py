@@ -113,6 +113,8 @@ def stats_table(stats: dict) -> str:
             ("returns_requested", "Returns requested"), ("returns_received", "Returns received"),
             ("tickets_opened", "Tickets opened"), ("tickets_resolved", "Tickets resolved")]
     rows = [[label, f"{stats.get(key, 0):,}"] for key, label in keys]
+    if stats.get("track_retries"):
+        rows.append(["Tracking batches retried", f"{stats['track_retries']:,}"])
     final = stats.get("final_status") or {}
     rows.append(["Orders by last status", ", ".join(f"{k} {v}" for k, v in sorted(final.items())) or "-"])
     errors = stats.get("errors") or {}
@@ -164,10 +166,11 @@ def report(rpc, data: dict, stats: dict, start: str, currency: str, dashboard: s
           f"{kpis.get('timezone', '')}: whole clock hours, so earlier runs in them count too)")
     print(kpi_table(kpis, currency))
     try:
-        top = rpc.analytics.top_products(5, start=start)
+        ours = {p["id"] for p in data["products"]}  # earlier runs' products may share titles
+        top = [p for p in rpc.analytics.top_products(500, start=start) if p["product_id"] in ours][:5]
         rows = [[str(p.get("title") or p["product_id"]), p.get("category") or "-", f"{p.get('units', 0):,}",
                  money(p.get("revenue"), currency), str(p.get("views", 0))] for p in top]
-        print("\nTop products")
+        print("\nTop products of this run")
         print(table(["Product", "Category", "Units", "Revenue", "Views"], rows))
     except Exception as exc:
         print(f"\n(top products unavailable: {type(exc).__name__}: {exc})")

@@ -311,7 +311,7 @@ class Traffic:
         counts = self.stats.counts
         return {"phase": phase, "elapsed": now - self.started, "duration": self.duration,
                 "sessions": counts["sessions"], "orders": counts["orders_placed"],
-                "completed": self.stats.final_status["completed"] + counts["completed_seen"],
+                "completed": counts["completed_seen"],
                 "open_orders": open_orders, "errors": sum(self.stats.errors.values())}
 
     def _shopping_open(self) -> bool:
@@ -646,8 +646,7 @@ class Traffic:
         result = self.stats.as_dict()
         result["order_ids"] = [t.order_id for t in self.tracks]
         if progress:
-            progress({**self.snapshot(), "phase": "done",
-                      "completed": self.stats.final_status["completed"]})
+            progress({**self.snapshot(), "phase": "done"})
         return result
 
 
