@@ -173,6 +173,9 @@ class PrivateRabbit:
             "RABBITMQ_PID_FILE": str(self.base / "rabbit.pid"),
             # No management listener or other plugins: nothing else listens.
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.base / "enabled_plugins"),
+            # Our own config file: the machine's /etc/rabbitmq/rabbitmq.conf may pin
+            # `listeners.tcp.*` to 5672, which overrides RABBITMQ_NODE_PORT.
+            "RABBITMQ_CONFIG_FILE": str(self.base / "rabbitmq.conf"),
         })
         return env
 
@@ -180,6 +183,7 @@ class PrivateRabbit:
         for sub in ("mnesia", "log"):
             (self.base / sub).mkdir(parents=True, exist_ok=True)
         (self.base / "enabled_plugins").write_text("[].\n")
+        (self.base / "rabbitmq.conf").write_text(f"listeners.tcp.local = 127.0.0.1:{self.port}\n")
         try:
             shutil.chown(self.base, "rabbitmq", "rabbitmq")
             for path in self.base.rglob("*"):

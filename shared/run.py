@@ -47,7 +47,11 @@ def main(argv: list[str] | None = None) -> None:
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
+    for container in runner.containers:
+        container.shop_started = False  # /health/ready: not before every extension started
     runner.start()
+    for container in runner.containers:
+        container.shop_started = True
     log.info("service_started", http=f"{settings.http_host}:{settings.http_port}",
              database=settings.database)
     try:

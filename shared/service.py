@@ -23,6 +23,10 @@ def readiness(container) -> dict:
     """Checks behind /health/ready: mongod reachable, broker reachable, and
     the event consumer registered (for services that consume events)."""
     checks = {}
+    # nameko starts every extension at once and the HTTP entrypoint answers while
+    # the others (the Store's indexes, a service's own start-up data) are still
+    # starting: `python -m shared.run` marks the container started once all are.
+    checks["started"] = bool(getattr(container, "shop_started", True))
     stores = [d for d in container.dependencies if isinstance(d, Store)]
     if stores:
         checks["mongo"] = all(store.ping() for store in stores)

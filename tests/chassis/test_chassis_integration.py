@@ -165,7 +165,7 @@ def test_metrics_and_health_endpoints(start_service, rpc):
     assert requests.get(f"http://127.0.0.1:{port}/health/live", timeout=5).status_code == 200
     ready = wait_for(lambda: (r := requests.get(f"http://127.0.0.1:{port}/health/ready", timeout=5))
                      .status_code == 200 and r.json())
-    assert ready["checks"] == {"mongo": True, "broker": True, "consumer": True}
+    assert ready["checks"] == {"started": True, "mongo": True, "broker": True, "consumer": True}
 
 
 def test_typed_errors_arrive_typed_and_bad_input_writes_nothing(start_service, rpc):
