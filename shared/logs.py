@@ -36,8 +36,11 @@ def configure(service: str, level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(max(numeric, logging.INFO))
-    for noisy in ("pymongo", "kombu", "amqp", "nameko.containers"):
+    for noisy in ("pymongo", "kombu", "amqp"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # nameko logs expected (typed) errors with a traceback at WARNING; the
+    # observability hooks already log every outcome as one structured line.
+    logging.getLogger("nameko.containers").setLevel(logging.ERROR)
     _configured = True
 
 

@@ -16,7 +16,6 @@ from werkzeug.wrappers import Response
 from services.analytics import dashboard, domain, queries, schemas, store, tracking
 from services.analytics.gauges import Gauges
 from shared.clock import utcnow
-from shared.config import env_float, env_int
 from shared.errors import ShopError, ValidationFailed
 from shared.logs import get_logger
 from shared.retry import is_transient
@@ -31,11 +30,7 @@ log = get_logger(__name__)
 
 def setting(service, name: str, default, kind=int):
     """A business setting: Settings.extra (tests) first, then ANALYTICS_<NAME>."""
-    extra = getattr(service, "_shop_settings", None)
-    if extra is not None and name in extra.extra:
-        return extra.extra[name]
-    reader = env_int if kind is int else env_float
-    return reader(f"ANALYTICS_{name.upper()}", default)
+    return service._shop_settings.option(name, default, kind)
 
 
 class AnalyticsService(ShopService):

@@ -9,7 +9,7 @@ from nameko.extensions import DependencyProvider
 
 from services.fulfillment.domain.allocation import Strategy, strategy_named
 from services.fulfillment.domain.tickets import TicketSla
-from shared.config import Settings, env_float, env_str, settings_of
+from shared.config import Settings, env_float, settings_of
 
 # The timer's interval is fixed when the class is defined, so it is read at import.
 SLA_CHECK_INTERVAL = env_float("FULFILLMENT_SLA_CHECK_INTERVAL", 60.0)
@@ -29,22 +29,14 @@ class FulfillmentConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "FulfillmentConfig":
-        extra = settings.extra or {}
-
-        def num(key: str, default: float) -> float:
-            return float(extra[key]) if key in extra else env_float(f"FULFILLMENT_{key.upper()}", default)
-
-        def text(key: str, default: str) -> str:
-            return str(extra[key]) if key in extra else env_str(f"FULFILLMENT_{key.upper()}", default)
-
         config = cls(
-            dispatch_sla=timedelta(hours=num("dispatch_sla_hours", 48.0)),
+            dispatch_sla=timedelta(hours=settings.option("dispatch_sla_hours", 48.0)),
             ticket_sla=TicketSla(
-                first_response=timedelta(hours=num("ticket_response_sla_hours", 4.0)),
-                resolution=timedelta(hours=num("ticket_resolution_sla_hours", 72.0))),
-            allocation_strategy=text("allocation_strategy", "region_then_priority"),
-            fallback_warehouse_id=text("fallback_warehouse", "wh_unassigned"),
-            default_carrier=text("default_carrier", "in_house"),
+                first_response=timedelta(hours=settings.option("ticket_response_sla_hours", 4.0)),
+                resolution=timedelta(hours=settings.option("ticket_resolution_sla_hours", 72.0))),
+            allocation_strategy=settings.option("allocation_strategy", "region_then_priority"),
+            fallback_warehouse_id=settings.option("fallback_warehouse", "wh_unassigned"),
+            default_carrier=settings.option("default_carrier", "in_house"),
         )
         strategy_named(config.allocation_strategy)  # an unknown name fails at start
         return config

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from services.order.domain.payment import RetryPolicy
 from services.order.domain.pricing import ShippingPolicy
-from shared.config import Settings, env_float, env_int, env_str
+from shared.config import Settings, env_float
 
 # Timers and RPC clients are declared at import: these are process-wide.
 TIMER_INTERVAL = env_float("ORDER_TIMER_INTERVAL", 5.0)
@@ -31,22 +31,17 @@ class OrderSettings:
 
     @classmethod
     def load(cls, settings: Settings) -> "OrderSettings":
-        extra = settings.extra or {}
-
-        def pick(key, reader, default):
-            return extra[key] if key in extra else reader(f"ORDER_{key.upper()}", default)
-
         return cls(
-            shipping_fee=pick("shipping_fee", env_int, 1000),
-            free_shipping_threshold=pick("free_shipping_threshold", env_int, 9900),
-            expiry_seconds=pick("expiry_seconds", env_int, 1800),
-            return_window_days=pick("return_window_days", env_int, 7),
-            payment_max_attempts=pick("payment_max_attempts", env_int, 5),
-            payment_retry_base_seconds=pick("payment_retry_base_seconds", env_float, 2.0),
-            payment_retry_max_seconds=pick("payment_retry_max_seconds", env_float, 60.0),
-            payment_lease_seconds=pick("payment_lease_seconds", env_float, 30.0),
-            payment_provider=pick("payment_provider", env_str, "sandbox"),
-            timers_enabled=bool(pick("timers_enabled", env_int, 1)),
+            shipping_fee=settings.option("shipping_fee", 1000),
+            free_shipping_threshold=settings.option("free_shipping_threshold", 9900),
+            expiry_seconds=settings.option("expiry_seconds", 1800),
+            return_window_days=settings.option("return_window_days", 7),
+            payment_max_attempts=settings.option("payment_max_attempts", 5),
+            payment_retry_base_seconds=settings.option("payment_retry_base_seconds", 2.0),
+            payment_retry_max_seconds=settings.option("payment_retry_max_seconds", 60.0),
+            payment_lease_seconds=settings.option("payment_lease_seconds", 30.0),
+            payment_provider=settings.option("payment_provider", "sandbox"),
+            timers_enabled=bool(settings.option("timers_enabled", 1)),
         )
 
     @property
