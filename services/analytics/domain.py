@@ -25,6 +25,10 @@ PERSONAL_KEYS = frozenset({
 })
 
 
+# Fields that are codes in most events but free text the member wrote in these.
+FREE_TEXT_FIELDS = {"return_requested": frozenset({"reason"})}
+
+
 # --- time buckets -----------------------------------------------------------------------
 
 def hour_floor(moment: datetime) -> datetime:
@@ -271,8 +275,11 @@ def cohort_table(periods_by_member: list[list[str]], all_periods: list[str]) -> 
 
 # --- personal data ----------------------------------------------------------------------
 
-def strip_personal(data: dict, keep_region: bool = False) -> dict:
-    """A copy of `data` without personal keys (recursively through dicts and lists)."""
+def strip_personal(data: dict, keep_region: bool = False, event_type: str | None = None) -> dict:
+    """A copy of `data` without personal keys (recursively through dicts and lists), and
+    without the fields that are free text in that event type (FREE_TEXT_FIELDS)."""
+    data = {k: v for k, v in data.items() if k not in FREE_TEXT_FIELDS.get(event_type, ())}
+
     def clean(value):
         if isinstance(value, dict):
             out = {}

@@ -114,7 +114,7 @@ def ingest(db, session, envelope: dict, tz: ZoneInfo, now: datetime | None = Non
     data = domain.minimise(data)
     member_id = data.get("member_id") if isinstance(data.get("member_id"), str) else None
     if member_id and db.erased.find_one({"_id": member_id}, session=session):
-        data = domain.strip_personal(data)
+        data = domain.strip_personal(data, event_type=event_type)
     doc = {"_id": event_id, "source": source, "event_type": event_type,
            "occurred_at": event_time(envelope), "data": data, "status": status,
            "received_at": now or utcnow(), "correlation_id": envelope.get("correlation_id")}
@@ -268,8 +268,8 @@ def erase_member(db, session, member_id: str) -> int:
                                                        session=session)]
     query = {"$or": [{"data.member_id": member_id}, {"data.session_id": {"$in": session_ids}}]}
     changed = 0
-    for doc in db[RAW].find(query, {"data": 1}, session=session):
-        clean = domain.strip_personal(doc["data"])
+    for doc in db[RAW].find(query, {"data": 1, "event_type": 1}, session=session):
+        clean = domain.strip_personal(doc["data"], event_type=doc.get("event_type"))
         if clean != doc["data"]:
             db[RAW].update_one({"_id": doc["_id"]}, {"$set": {"data": clean, "erased": True}},
                                session=session)

@@ -283,7 +283,11 @@ def run_sla_check(store, now: datetime) -> dict:
 def on_return_requested(store, envelope: dict, now: datetime) -> str:
     data = envelope["data"]
     with store.transaction() as tx:
-        recorded = Repo(tx.db, tx.session).expect_return(ret.expected_return(data, now))
+        repo = Repo(tx.db, tx.session)
+        expected = ret.expected_return(data, now)
+        if repo.is_erased(expected["member_id"]):
+            expected["reason"] = "[redacted]"
+        recorded = repo.expect_return(expected)
     return "expected" if recorded else "exists"
 
 
@@ -394,5 +398,6 @@ def on_member_erased(store, envelope: dict, now: datetime) -> dict:
         repo.record_erasure(member_id, now)
         tickets = repo.redact_tickets_of(member_id, now)
         shipments = repo.redact_shipments_of(member_id, shp.redact_address, now)
+        repo.redact_returns_of(member_id, now)
     log.info("member_erased_redacted", member_id=member_id, tickets=tickets, shipments=shipments)
     return {"tickets": tickets, "shipments": shipments}

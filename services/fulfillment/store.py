@@ -150,6 +150,13 @@ class Repo:
             {"_id": order_id}, {"$setOnInsert": {"reason": reason, "at": now}}, upsert=True,
             session=self.session)
 
+    def redact_returns_of(self, member_id: str, now) -> int:
+        """The member's return reasons (free text) become `[redacted]`."""
+        result = self._c(RETURNS).update_many(
+            {"member_id": member_id, "reason": {"$nin": [None, "[redacted]"]}},
+            {"$set": {"reason": "[redacted]", "redacted_at": now}}, session=self.session)
+        return result.modified_count
+
     def is_erased(self, member_id: str) -> bool:
         return self._c(ERASED_MEMBERS).find_one({"_id": member_id}, session=self.session) is not None
 

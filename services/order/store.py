@@ -15,6 +15,8 @@ from services.order.domain import states
 from shared.clock import to_iso
 from shared.errors import Conflict, NotFound
 
+REDACTED = "[redacted]"  # what is left of a member's free text after erasure
+
 INDEXES = {
     "orders": [
         # Retries of place_order with the same key find (and never duplicate) the order.
@@ -126,12 +128,23 @@ class OrderRepo:
                       "shipping_address.phone": None, "shipping_address.redacted": True},
              "$inc": {"version": 1}},
             session=self.session)
-        # The outbox keeps published envelopes (order_paid carries the address): redact them too.
+        # Free text the member wrote: a cancellation note, return reasons.
+        self.db.orders.update_many({"member_id": member_id, "cancel_note": {"$ne": None}},
+                                   {"$set": {"cancel_note": None}, "$inc": {"version": 1}},
+                                   session=self.session)
+        self.db.orders.update_many({"member_id": member_id, "returns.0": {"$exists": True}},
+                                   {"$set": {"returns.$[].reason": REDACTED}, "$inc": {"version": 1}},
+                                   session=self.session)
+        # The outbox keeps published envelopes (order_paid carries the address,
+        # return_requested the reason): redact them too.
         self.db.outbox.update_many(
             {"envelope.data.member_id": member_id, "envelope.data.shipping_address": {"$type": "object"}},
             {"$set": {f"envelope.data.shipping_address.{key}": None
                       for key in ("name", "line1", "city", "postal_code", "phone")}},
             session=self.session)
+        self.db.outbox.update_many(
+            {"envelope.data.member_id": member_id, "event_type": "return_requested"},
+            {"$set": {"envelope.data.reason": REDACTED}}, session=self.session)
         return result.modified_count
 
 

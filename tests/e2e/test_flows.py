@@ -393,17 +393,29 @@ def test_member_erasure_leaves_no_personal_data_anywhere(suite, shop):
         "name": name, "line1": line1, "city": city, "region": "Shanghai", "postal_code": postal,
         "phone": phone, "country": "CN"})
     complete(shop, order["id"])
+    wait_for(lambda: points(shop, member["id"]) > 0, timeout=TIMEOUT, what="points earned")
     # free text that names the member, in a ticket and a review
     ticket = shop.fulfillment.open_ticket(member["id"], order["id"], "damaged_item",
                                           f"I am {name}, call me on {phone} at {line1}")
     shop.fulfillment.reply_ticket(ticket["id"], f"Dear {name}, we are on it")
     shop.catalog.add_review(product, member["id"], 4, f"Lovely tea - {name}, {city}")
-    # a campaign message and the transactional notifications reached the member too
+    # a return and a cancellation whose free-text reasons name the member
+    returned = shop.order.request_return(order["id"], [{"product_id": product, "quantity": 1}],
+                                         f"{name} ordered twice, keep one at {line1}")
+    wait_for(lambda: _try_receive(shop, returned["id"], None), timeout=TIMEOUT,
+             what="return expected by fulfillment")
+    wait_status(shop, order["id"], "refunded")
+    second = place(shop, member["id"], [(product, 1)], shipping_address={
+        "name": name, "line1": line1, "city": city, "region": "Shanghai", "postal_code": postal,
+        "phone": phone, "country": "CN"})
+    wait_status(shop, second["id"], "paid", "fulfilling")
+    shop.order.cancel_order(second["id"], f"{name} moved, call {phone}")
+    wait_status(shop, second["id"], "cancelled")
+    # the transactional notifications reached the member too
     wait_for(lambda: f"order_delivered:{order['id']}" in notification_keys(shop, member["id"]),
              timeout=TIMEOUT, what="notifications")
-    wait_for(lambda: points(shop, member["id"]) > 0, timeout=TIMEOUT, what="points earned")
-    wait_for(lambda: analytics_order(suite, order["id"]).get("paid_at"), timeout=TIMEOUT,
-             what="analytics saw the payment")
+    wait_for(lambda: analytics_order(suite, order["id"]).get("refunded") == 12000, timeout=TIMEOUT,
+             what="analytics saw the payment and the refund")
 
     needles = [email, name, phone, line1, city, postal]
     assert _personal_data(suite, needles), "the scan must see the data before the erasure"
@@ -425,6 +437,7 @@ def test_member_erasure_leaves_no_personal_data_anywhere(suite, shop):
     assert shop.member.get_member(member["id"])["erased"] is True
     assert shop.order.get_order(order["id"])["total"] == 12000
     assert analytics_order(suite, order["id"]).get("paid_total") == 12000
+    assert analytics_order(suite, order["id"]).get("refunded") == 12000
 
 
 def _personal_data(suite, needles: list[str]) -> dict:
