@@ -128,9 +128,12 @@ def test_happy_path_completes_with_points_notifications_and_kpis(suite, shop):
     before = kpis(shop, span)
     product = new_product(shop, price=5000, stock=10)
     member = new_member(shop)
+    code = coupon(shop, amount=500)
 
-    order = place(shop, member["id"], [(product, 2)])
-    assert order["total"] == 10000  # 2 × 5000, shipping free from 9900
+    order = place(shop, member["id"], [(product, 2)], coupon_code=code)
+    # 2 × 5000 − 500 coupon = 9500, under the 9900 free-shipping threshold: + 1000 shipping
+    assert (order["subtotal"], order["discount"], order["shipping_fee"], order["total"]) \
+        == (10000, 500, 1000, 10500)
 
     done = complete(shop, order["id"])
     assert [h["status"] for h in done["history"]][:3] == ["pending", "confirmed", "paid"]
@@ -138,23 +141,27 @@ def test_happy_path_completes_with_points_notifications_and_kpis(suite, shop):
 
     # stock committed at dispatch: on_hand and reserved dropped, nothing left reserved
     wait_for(lambda: stock(shop, product) == (8, 0, 8), timeout=TIMEOUT, what="stock committed")
+    # marketing: the coupon was redeemed by the payment
+    wait_for(lambda: shop.marketing.get_coupon_reservation(order["id"])["status"] == "redeemed",
+             timeout=TIMEOUT, what="coupon redeemed")
+    assert shop.marketing.get_coupon(code)["used"] == 1
     # member: bronze earns 1 point per yuan of the total
-    wait_for(lambda: points(shop, member["id"]) == 100, timeout=TIMEOUT, what="points earned")
+    wait_for(lambda: points(shop, member["id"]) == 105, timeout=TIMEOUT, what="points earned")
     # marketing: transactional notifications for payment and delivery, once each
     wait_for(lambda: {f"order_confirmed:{order['id']}", f"order_shipped:{order['id']}",
                       f"order_delivered:{order['id']}"}
              <= notification_keys(shop, member["id"]), timeout=TIMEOUT, what="notifications")
     earned = shop.member.get_points(member["id"])["entries"]
-    assert [(e["kind"], e["points"], e["order_id"]) for e in earned] == [("earn", 100, order["id"])]
+    assert [(e["kind"], e["points"], e["order_id"]) for e in earned] == [("earn", 105, order["id"])]
     # analytics: the order's GMV in a window around now
-    wait_for(lambda: kpis(shop, span)["gmv"] - before["gmv"] == 10000, timeout=TIMEOUT,
+    wait_for(lambda: kpis(shop, span)["gmv"] - before["gmv"] == 10500, timeout=TIMEOUT,
              what="GMV counted")
     after = kpis(shop, span)
     assert after["orders"] - before["orders"] == 1
-    assert analytics_order(suite, order["id"]).get("paid_total") == 10000
+    assert analytics_order(suite, order["id"]).get("paid_total") == 10500
     top = shop.analytics.top_products(limit=500, **span)
     row = next(r for r in (top["items"] if isinstance(top, dict) else top) if r["product_id"] == product)
-    assert (row["units"], row["revenue"]) == (2, 10000)
+    assert (row["units"], row["revenue"]) == (2, 9500)  # line totals: shipping is not a product's
     # the notifications were sent once however often the events were delivered
     keys = [m["dedupe_key"] for m in shop.marketing.list_messages(member_id=member["id"])]
     assert len(keys) == len(set(keys))
@@ -202,11 +209,12 @@ def test_declined_payment_releases_stock_and_coupon(suite, shop):
 def test_cancellation_after_payment_refunds_and_nets_gmv_to_zero(suite, shop):
     span = window()
     initial = kpis(shop, span)
-    product = new_product(shop, price=4000, stock=5)
+    product = new_product(shop, price=4500, stock=5)
     member = new_member(shop)
+    code = coupon(shop, amount=500)
 
-    order = place(shop, member["id"], [(product, 1)])
-    assert order["total"] == 5000  # 4000 + 1000 shipping
+    order = place(shop, member["id"], [(product, 1)], coupon_code=code)
+    assert order["total"] == 5000  # 4500 − 500 + 1000 shipping
     wait_status(shop, order["id"], "paid", "fulfilling")
     wait_for(lambda: analytics_order(suite, order["id"]).get("paid_total") == 5000,
              timeout=TIMEOUT, what="payment counted by analytics")
@@ -234,6 +242,10 @@ def test_cancellation_after_payment_refunds_and_nets_gmv_to_zero(suite, shop):
     assert (after["gross_paid"] - initial["gross_paid"], after["refunded"] - initial["refunded"]) \
         == (5000, 5000)
 
+    # the coupon went back (a cancellation after payment releases it too)
+    wait_for(lambda: shop.marketing.get_coupon(code)["used"] == 0, timeout=TIMEOUT,
+             what="coupon released")
+    assert shop.marketing.validate_coupon(code, member["id"], 4500)["valid"] is True
     # the reservation went back, the shipment was cancelled before dispatch
     wait_for(lambda: stock(shop, product) == (5, 0, 5), timeout=TIMEOUT, what="stock released")
     wait_for(lambda: shipment_of(shop, order["id"])["status"] == "cancelled", timeout=TIMEOUT,
@@ -275,6 +287,8 @@ def test_partial_then_full_return_reverses_points_and_restocks(suite, shop):
     wait_for(lambda: points(shop, member["id"]) == 0, timeout=TIMEOUT, what="all points reversed")
     wait_for(lambda: stock(shop, tea) == (10, 0, 10), timeout=TIMEOUT, what="tea restocked again")
     assert stock(shop, pot) == (9, 0, 9)
+    wait_for(lambda: analytics_order(suite, order["id"]).get("refunded") == 10000, timeout=TIMEOUT,
+             what="both refunds counted by analytics")
     statuses = [h["status"] for h in refunded["history"]]
     assert statuses.index("partially_refunded") < statuses.index("refunded")
 
