@@ -41,23 +41,29 @@
   }
 
   function lineChart() {
+    // GMV as bars (one per day, so a single day still shows), orders as a line with dots.
     var series = data.series, h = 200, s = svg("chart-gmv", "gmv", h);
     if (!series.length) return empty(s, h);
     var maxG = Math.max.apply(null, series.map(function (d) { return d.gmv; }).concat([1]));
     var maxO = Math.max.apply(null, series.map(function (d) { return d.orders; }).concat([1]));
-    var step = series.length > 1 ? 380 / (series.length - 1) : 0;
-    function path(key, max) {
-      return series.map(function (d, i) {
-        return (i ? "L" : "M") + (40 + i * step).toFixed(1) + " " + (170 - 150 * d[key] / max).toFixed(1);
-      }).join(" ");
-    }
-    el("path", {d: path("gmv", maxG), fill: "none", stroke: "#2b6cb0", "stroke-width": 2,
-                "data-series": "gmv"}, s);
-    el("path", {d: path("orders", maxO), fill: "none", stroke: "#dd6b20", "stroke-width": 2,
-                "stroke-dasharray": "4 3", "data-series": "orders"}, s);
+    var slot = 380 / series.length, barW = Math.max(2, Math.min(40, slot * 0.7));
+    function x(i) { return 40 + slot * i + slot / 2; }
+    function y(v, max) { return 170 - 145 * Math.max(v, 0) / max; }
+    series.forEach(function (d, i) {
+      el("rect", {x: (x(i) - barW / 2).toFixed(1), y: y(d.gmv, maxG).toFixed(1), width: barW.toFixed(1),
+                  height: (170 - y(d.gmv, maxG)).toFixed(1), fill: "#90cdf4", "class": "gmv-bar",
+                  "data-series": "gmv"}, s);
+    });
+    el("path", {d: series.map(function (d, i) {
+      return (i ? "L" : "M") + x(i).toFixed(1) + " " + y(d.orders, maxO).toFixed(1);
+    }).join(" "), fill: "none", stroke: "#dd6b20", "stroke-width": 2, "data-series": "orders"}, s);
+    series.forEach(function (d, i) {
+      el("circle", {cx: x(i).toFixed(1), cy: y(d.orders, maxO).toFixed(1), r: 3, fill: "#dd6b20"}, s);
+    });
+    el("line", {x1: 40, y1: 170, x2: 420, y2: 170, stroke: "#999"}, s);
     text(s, 40, 190, series[0].day);
-    text(s, 420, 190, series[series.length - 1].day, "end");
-    text(s, 40, 12, "GMV max " + money(maxG) + " (blue) · orders max " + maxO + " (orange)");
+    if (series.length > 1) text(s, 420, 190, series[series.length - 1].day, "end");
+    text(s, 40, 12, "GMV per day, max " + money(maxG) + " (bars) · orders, max " + maxO + " (line)");
   }
 
   function bars(id, name, rows, label, value, fmt) {
@@ -104,7 +110,8 @@
        function (r) { return r.roi === null ? "no cost" : (r.roi * 100).toFixed(0) + "% ROI"; });
   var arms = [];
   data.experiments.forEach(function (e) {
-    e.variants.forEach(function (v) { arms.push({name: e.experiment_key + "/" + v.variant, v: v}); });
+    // The variant first: long experiment keys would otherwise hide which arm a bar is.
+    e.variants.forEach(function (v) { arms.push({name: v.variant + " · " + e.experiment_key, v: v}); });
   });
   bars("chart-experiments", "experiments", arms, function (r) { return r.name; },
        function (r) { return r.v.rate; }, function (r) {
