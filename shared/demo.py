@@ -11,13 +11,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import urllib.request
 from datetime import timedelta
 
 from shared.green import patch
 
 patch()
 
+from shared import devstack  # noqa: E402
 from shared.clock import to_iso, utcnow  # noqa: E402
 from shared.config import env_float, env_int  # noqa: E402
 from shared.traffic import ProgressPrinter, default_analytics_url, run_traffic  # noqa: E402
@@ -123,11 +123,7 @@ def stats_table(stats: dict) -> str:
 
 
 def ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/health/ready", timeout=2) as resp:
-            return resp.status == 200
-    except Exception:
-        return False
+    return devstack.health_ready(url)
 
 
 def not_ready(urls: list[str], names: list[str], timeout: float = 10.0) -> list[str]:

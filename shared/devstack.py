@@ -40,6 +40,17 @@ def wait_until(check, timeout: float, interval: float = 0.2, what: str = "condit
     raise TimeoutError(f"timed out after {timeout}s waiting for {what}")
 
 
+def health_ready(base_url: str, timeout: float = 2) -> bool:
+    """Whether a service at `base_url` answers 200 on /health/ready."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{base_url}/health/ready", timeout=timeout) as resp:
+            return resp.status == 200
+    except Exception:
+        return False
+
+
 # ---------------------------------------------------------------- MongoDB
 
 def mongod_binary() -> str:

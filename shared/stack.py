@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from shared import devstack
@@ -89,11 +88,7 @@ def ensure_broker(state: dict) -> str:
 
 
 def ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=2) as resp:
-            return resp.status == 200
-    except Exception:
-        return False
+    return devstack.health_ready(f"http://127.0.0.1:{port}")
 
 
 def pid_alive(pid: int) -> bool:
