@@ -6,6 +6,7 @@ import functools
 import random
 
 import eventlet
+from amqp.exceptions import ConnectionError as AMQPConnectionError
 from kombu.exceptions import OperationalError
 from pymongo.errors import ConnectionFailure, PyMongoError
 
@@ -14,6 +15,13 @@ from shared.context import current_event
 from shared.logs import get_logger
 
 log = get_logger(__name__)
+
+
+# What acking, rejecting or replying on a broker connection that died under a
+# worker raises (reset socket, refused reconnect, closed channel). The message
+# was not settled: the broker redelivers it, and the inbox (or the caller's
+# retry with its idempotency key) absorbs the second delivery.
+BROKER_LINK_ERRORS = (OSError, AMQPConnectionError, OperationalError)
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -16,10 +16,24 @@ from nameko.rpc import Rpc as NamekoRpc
 from shared import metrics
 from shared.config import settings_of
 from shared.errors import EXPECTED_ERRORS, ServiceTimeout
-from shared.retry import retrying
+from shared.logs import get_logger
+from shared.retry import BROKER_LINK_ERRORS, retrying
+
+log = get_logger(__name__)
 
 
 class Rpc(NamekoRpc):
+    def handle_result(self, message, worker_ctx, result, exc_info):
+        # nameko lets a failed reply publish (broker restarting) raise out of the
+        # worker, which kills the whole container. The reply is lost instead: the
+        # caller times out (ServiceTimeout) and may retry; the unacked request is
+        # redelivered when the connection is back.
+        try:
+            return super().handle_result(message, worker_ctx, result, exc_info)
+        except BROKER_LINK_ERRORS as exc:
+            log.warning("rpc_reply_lost", method=self.method_name, error=type(exc).__name__)
+            return result, exc_info
+
     def check_signature(self, args, kwargs):
         # Check against the undecorated method, not the retry wrapper.
         import inspect

@@ -22,7 +22,7 @@ from shared.config import settings_of
 from shared.events.base import Envelope
 from shared.inbox import DuplicateEvent
 from shared.logs import get_logger
-from shared.retry import retrying
+from shared.retry import BROKER_LINK_ERRORS, retrying
 from shared.topology import dead_letter_queue_name, declare_service
 
 log = get_logger(__name__)
@@ -46,6 +46,20 @@ class EventQueueConsumer(QueueConsumer):
 
     def on_connection_revived(self):
         self.consuming = True
+
+    # nameko catches only amqp's ConnectionError here; a socket reset by a broker
+    # restart (ConnectionResetError) escaped and killed the whole container.
+    def ack_message(self, message):
+        try:
+            super().ack_message(message)
+        except BROKER_LINK_ERRORS as exc:
+            log.warning("event_ack_lost", error=type(exc).__name__)
+
+    def requeue_message(self, message):
+        try:
+            super().requeue_message(message)
+        except BROKER_LINK_ERRORS as exc:
+            log.warning("event_requeue_lost", error=type(exc).__name__)
 
 
 class EventRouter(SharedExtension, ProviderCollector):
@@ -120,7 +134,10 @@ class EventRouter(SharedExtension, ProviderCollector):
 
     def _reject(self, message):
         if message.channel.connection:
-            message.reject(requeue=False)
+            try:
+                message.reject(requeue=False)
+            except BROKER_LINK_ERRORS as exc:
+                log.warning("event_reject_lost", error=type(exc).__name__)
 
     def _watch_dead_letters(self):
         import eventlet

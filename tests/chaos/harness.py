@@ -677,7 +677,11 @@ def reconcile(shop: Shop, world: World, stream: OrderStream, kpis_before: dict |
             {"event_type": event_type, "envelope.data.order_id": {"$in": list(orders)}}))
         problems += [f"order emitted {event_type} {n} times for {oid}" for oid, n in counts.items() if n > 1]
 
-    # 7. dead letters: expected none
+    # 7. no service process died on its own (a crash the fault did not ask for)
+    problems += [f"service {name} exited (code {proc.poll()}): {shop.suite.log(name)[-600:]}"
+                 for name, proc in shop.suite.procs.items() if proc.poll() is not None]
+
+    # 8. dead letters: expected none
     dlq = shop.dlq_depths()
     dead = {k: v for k, v in dlq.items() if v}
     if dead:
@@ -699,9 +703,37 @@ def reconcile(shop: Shop, world: World, stream: OrderStream, kpis_before: dict |
     if stream.failed:
         log(f"{name}: {len(stream.failed)} orders refused: {[why for _, why in stream.failed][:5]}")
     if problems:
+        suspects = sorted({oid for problem in problems for oid in re.findall(r"ord_[a-z0-9]+", problem)})
+        for oid in suspects[:3]:
+            log(f"{name}: trace of {oid}:\n{explain_order(shop, oid)}")
+        for service in SERVICES:
+            errors = [line for line in shop.suite.log(service).splitlines()
+                      if '"error"' in line or "Traceback" in line or "failed" in line][-8:]
+            if errors:
+                log(f"{name}: last errors of {service}:\n  " + "\n  ".join(e[:400] for e in errors))
         raise AssertionError(f"{name}: reconciliation failed ({len(problems)} problems):\n  "
                              + "\n  ".join(problems[:60]))
     return report
+
+
+def explain_order(shop: Shop, order_id: str) -> str:
+    """Where each event of one order went: published?, seen by which consumer's inbox."""
+    lines = []
+    order = shop.db("order").orders.find_one({"_id": order_id}) or {}
+    history = [h.get('status') for h in order.get('history', [])]
+    lines.append(f"status={order.get('status')} history={history}")
+    events = []
+    for name in SERVICES:
+        for row in shop.db(name).outbox.find({"envelope.data.order_id": order_id}).sort("created_at", 1):
+            events.append((name, row))
+    for source, row in events:
+        event_id = row["_id"]
+        seen = [c for c in SERVICES if shop.db(c).inbox.find_one({"event_id": event_id})]
+        raw = bool(shop.db("analytics").raw.find_one({"_id": event_id}))
+        lines.append(f"  {source}.{row['event_type']} {event_id} pending={row.get('pending', False)} "
+                     f"created={row.get('created_at')} published={row.get('published_at')} "
+                     f"inboxes={seen} analytics_raw={raw}")
+    return "\n".join(lines)
 
 
 def snapshot(shop: Shop, world: World) -> dict:
@@ -724,8 +756,8 @@ def snapshot(shop: Shop, world: World) -> dict:
 
 # ---------------------------------------------------------------- re-delivery of published events
 
-def republish_shuffled(shop: Shop, world: World | None = None, window: int = 20,
-                       seed_value: int | None = None, since=None) -> int:
+def republish_shuffled(shop: Shop, window: int = 20, seed_value: int | None = None,
+                       since=None, until=None) -> int:
     """Publish every published outbox row of every service again, exactly as the
     relay would (same envelope, same event id), in an order shuffled within
     windows of `window` events. Returns how many envelopes were re-published."""
@@ -737,8 +769,8 @@ def republish_shuffled(shop: Shop, world: World | None = None, window: int = 20,
     rows = []
     for name in SERVICES:
         query = {"pending": {"$exists": False}}
-        if since is not None:
-            query["published_at"] = {"$gte": since}
+        if since is not None or until is not None:
+            query["published_at"] = {k: v for k, v in (("$gte", since), ("$lt", until)) if v is not None}
         rows += list(shop.db(name).outbox.find(query).sort("created_at", 1))
     rows.sort(key=lambda r: r["created_at"])
     envelopes = [r["envelope"] for r in rows]
