@@ -6,19 +6,15 @@ from datetime import datetime
 from nameko.timer import timer
 from pymongo.errors import DuplicateKeyError
 
-from services.marketing import domain, metrics, pricing, schemas
+from services.marketing import carts, coupons, domain, metrics, promotions, readmodels, schemas
 from services.marketing.channels import Channels
 from services.marketing.config import Config, sweep_interval_from_env
 from services.marketing.store import (
     INDEXES,
     close_order,
     deliver,
-    expired_reservations,
-    member_uses,
     public,
     redeem_reservation,
-    release_reservation,
-    reserve_coupon,
 )
 from shared.clock import parse_iso, to_iso, utcnow
 from shared.errors import Conflict, NotFound, ValidationFailed
@@ -42,11 +38,6 @@ def _now(now: str | None) -> datetime:
         return parse_iso(now)
     except ValueError:
         raise ValidationFailed.field("now", "Not an ISO 8601 timestamp.") from None
-
-
-def _coupon_error(reason: str) -> ValidationFailed:
-    return ValidationFailed(f"coupon_code: {reason}", {"fields": {"coupon_code": [reason]},
-                                                       "reason": reason})
 
 
 def _page_items(result, page: int) -> tuple[list[str], bool]:
@@ -83,171 +74,52 @@ class MarketingService(ShopService):
 
     @rpc
     def price_cart(self, member_id, lines, coupon_code=None, tier=None, order_id=None):
-        req = load(schemas.PriceCart(), {"member_id": member_id, "lines": lines,
-                                         "coupon_code": coupon_code, "tier": tier,
-                                         "order_id": order_id})
-        cfg, db, now = self.config, self.store.db, utcnow()
-        tier = req["tier"]
-        if tier is None:
-            member = db.members.find_one({"_id": req["member_id"]}, {"tier": 1})
-            tier = (member or {}).get("tier")
-        promotions = [{**d, "id": d["_id"]} for d in db.promotions.find({"status": "active"})]
-        coupon = coupon_doc = None
-        if req["coupon_code"]:
-            code = domain.normalize_code(req["coupon_code"])
-            coupon_doc = db.coupons.find_one({"_id": code})
-            promo = db.promotions.find_one({"_id": coupon_doc["promotion_id"]}) if coupon_doc else None
-            uses = member_uses(db, code, req["member_id"])
-            already = req["order_id"] and db.coupon_reservations.find_one(
-                {"_id": req["order_id"], "code": code, "status": {"$in": ["reserved", "redeemed"]}})
-            if already:  # this order's own reservation is not a use against it
-                coupon_doc = {**coupon_doc, "used": coupon_doc.get("used", 1) - 1}
-                uses -= 1
-            problem = domain.coupon_problem(coupon_doc, promo, uses, now)
-            if problem:
-                raise _coupon_error(problem)
-            coupon = {"code": code, "promotion_id": coupon_doc["promotion_id"]}
-        priced = pricing.price(req["lines"], promotions, now=now, currency=cfg.currency, tier=tier,
-                               tier_percent_bp=self._tier_discount_bp(db, tier),
-                               coupon=coupon, cap_bp=cfg.cap_bp)
-        if coupon and not priced["coupon_applied"]:
-            raise _coupon_error(priced["coupon_reason"])
-        priced["member_id"] = req["member_id"]
-        priced["order_id"] = req["order_id"]
-        priced["coupon_reservation"] = None
-        if req["order_id"]:
-            with self.store.transaction() as tx:
-                if coupon:
-                    res = reserve_coupon(tx, order_id=req["order_id"], coupon=coupon_doc,
-                                         member_id=req["member_id"],
-                                         discount=priced["coupon_discount"], now=now,
-                                         ttl=cfg.reservation_ttl)
-                    priced["coupon_reservation"] = {"status": res["status"],
-                                                    "expires_at": to_iso(res["expires_at"])}
-                else:
-                    release_reservation(tx, req["order_id"], "repriced", now)
-        metrics.CARTS_PRICED.labels("discounted" if priced["discount"] else "full_price").inc()
-        return priced
+        return carts.price_cart(self.store, self.config, utcnow(), member_id=member_id,
+                                lines=lines, coupon_code=coupon_code, tier=tier,
+                                order_id=order_id)
 
     # --- promotions ---------------------------------------------------------------------
 
     @rpc
     def create_promotion(self, promotion):
-        data = load(schemas.Promotion(), promotion)
-        now = utcnow()
-        doc = {"_id": new_id("prm"), **data, "status": "active", "created_at": to_iso(now),
-               "percent_bp": pricing.percent_to_bp(data["percent"]) if data.get("percent") else None}
-        with self.store.transaction() as tx:
-            tx.db.promotions.insert_one(doc, session=tx.session)
-            tx.emit("promotion_created", {"promotion_id": doc["_id"], "kind": doc["kind"],
-                                          "starts_at": doc["starts_at"], "ends_at": doc["ends_at"]})
-        return public(doc)
+        return promotions.create_promotion(self.store, promotion, utcnow())
 
     @rpc
     def get_promotion(self, promotion_id):
-        doc = self.store.db.promotions.find_one({"_id": promotion_id})
-        if doc is None:
-            raise NotFound(f"no promotion {promotion_id}", {"promotion_id": promotion_id})
-        return public(doc)
+        return promotions.get_promotion(self.store, promotion_id)
 
     @rpc
     def list_promotions(self, status=None):
-        query = {} if status is None else {"status": status}
-        return [public(d) for d in self.store.db.promotions.find(query).sort("created_at", 1)]
+        return promotions.list_promotions(self.store, status)
 
     @rpc
     def end_promotion(self, promotion_id, now=None):
-        moment = _now(now)
-        self.get_promotion(promotion_id)
-        with self.store.transaction() as tx:
-            before = tx.db.promotions.find_one_and_update(
-                {"_id": promotion_id, "status": "active"},
-                {"$set": {"status": "ended", "ended_at": to_iso(moment)}}, session=tx.session)
-            if before is not None:
-                ends = before.get("ends_at")
-                if ends is None or parse_iso(ends) > moment:
-                    ends = to_iso(moment)
-                tx.db.promotions.update_one({"_id": promotion_id}, {"$set": {"ends_at": ends}},
-                                            session=tx.session)
-                tx.emit("promotion_ended", {"promotion_id": promotion_id, "kind": before["kind"],
-                                            "starts_at": before["starts_at"], "ends_at": ends})
-        return self.get_promotion(promotion_id)
+        return promotions.end_promotion(self.store, promotion_id, _now(now))
 
     # --- coupons ------------------------------------------------------------------------
 
     @rpc
     def create_coupons(self, batch):
-        data = load(schemas.CouponBatch(), batch)
-        promo = self.store.db.promotions.find_one({"_id": data["promotion_id"]})
-        if promo is None:
-            raise NotFound(f"no promotion {data['promotion_id']}", {"promotion_id": data["promotion_id"]})
-        if promo.get("trigger") != "coupon":
-            raise ValidationFailed.field("promotion_id", "The promotion is automatic, not coupon-only.")
-        if data["code"]:
-            codes = [domain.normalize_code(data["code"])]
-        else:
-            codes = domain.generate_codes(domain.normalize_code(data["prefix"]), data["count"])
-        now = to_iso(utcnow())
-        docs = [{"_id": code, "promotion_id": data["promotion_id"],
-                 "max_redemptions": data["max_redemptions"],
-                 "per_member_limit": data["per_member_limit"], "starts_at": data["starts_at"],
-                 "ends_at": data["ends_at"], "used": 0, "redeemed": 0, "created_at": now}
-                for code in codes]
-        try:
-            with self.store.transaction() as tx:
-                taken = tx.db.coupons.find_one({"_id": {"$in": codes}}, session=tx.session)
-                if taken:
-                    raise Conflict(f"coupon code {taken['_id']} exists", {"code": taken["_id"]})
-                tx.db.coupons.insert_many(docs, session=tx.session)
-        except DuplicateKeyError:
-            raise Conflict("a coupon code exists already", {"codes": codes[:10]}) from None
-        return {"id": data["promotion_id"], "promotion_id": data["promotion_id"],
-                "codes": codes, "count": len(codes)}
+        return coupons.create_coupons(self.store, batch, utcnow())
 
     @rpc
     def get_coupon(self, code):
-        doc = self.store.db.coupons.find_one({"_id": domain.normalize_code(str(code))})
-        if doc is None:
-            raise NotFound(f"no coupon {code}", {"code": code})
-        return public(doc)
+        return coupons.get_coupon(self.store, code)
 
     @rpc
     def validate_coupon(self, code, member_id, subtotal):
-        data = load(schemas.ValidateCoupon(), {"code": code, "member_id": member_id,
-                                               "subtotal": subtotal})
-        db, code = self.store.db, domain.normalize_code(data["code"])
-        coupon = db.coupons.find_one({"_id": code})
-        promo = db.promotions.find_one({"_id": coupon["promotion_id"]}) if coupon else None
-        uses = member_uses(db, code, data["member_id"])
-        reason = domain.coupon_problem(coupon, promo, uses, utcnow(), data["subtotal"])
-        out = {"id": code, "code": code, "valid": reason is None, "reason": reason}
-        if coupon:
-            limit = coupon.get("max_redemptions")
-            out.update({"promotion_id": coupon["promotion_id"], "kind": promo and promo["kind"],
-                        "remaining": None if limit is None else max(0, limit - coupon.get("used", 0)),
-                        "member_uses": uses, "ends_at": coupon.get("ends_at")})
-            if promo and reason is None:
-                out["estimated_discount"] = pricing.rule_amount(
-                    {**promo, "scope": {}}, data["subtotal"])
-        return out
+        return coupons.validate_coupon(self.store, code, member_id, subtotal, utcnow())
 
     @rpc
     def get_coupon_reservation(self, order_id):
-        doc = self.store.db.coupon_reservations.find_one({"_id": order_id})
-        if doc is None:
-            raise NotFound(f"no coupon reservation for order {order_id}", {"order_id": order_id})
-        return public(doc)
+        return coupons.get_coupon_reservation(self.store, order_id)
 
     @rpc
     def run_expiry(self, now=None):
         """Release coupon reservations past their TTL and send campaign messages that are due.
         The timer calls it; tests call it with an explicit `now`."""
         moment = _now(now)
-        released = 0
-        for order_id in expired_reservations(self.store.db, moment):
-            with self.store.transaction() as tx:
-                if release_reservation(tx, order_id, "expired", moment, only_expired=True):
-                    released += 1
+        released = coupons.release_expired(self.store, moment)
         dispatched = 0
         due = self.store.db.campaigns.find(
             {"$or": [{"status": "sending", "next_dispatch_at": {"$lte": to_iso(moment)}},
@@ -693,34 +565,11 @@ class MarketingService(ShopService):
              "$or": [{stamp: None}, {stamp: {"$lte": at}}]},
             {"$set": {field: value, stamp: at}}, session=tx.session)
 
-    def _tier_discount_bp(self, db, tier) -> int:
-        """Member owns each tier's benefits and announces its discount percent in
-        its events; the configured table only covers tiers not yet heard of."""
-        if not tier:
-            return 0
-        learned = db.tier_benefits.find_one({"_id": tier})
-        if learned is not None:
-            return learned["discount_bp"]
-        return self.config.tier_discounts.get(tier, 0)
-
-    @staticmethod
-    def _learn_tier_benefit(tx, tier, percent, at) -> None:
-        """Keep the newest discount percent member announced for `tier` (inside the
-        transaction a read then write is safe: a concurrent writer conflicts)."""
-        if not tier or percent is None:
-            return
-        known = tx.db.tier_benefits.find_one({"_id": tier}, session=tx.session)
-        if known is not None and known["at"] > at:
-            return
-        tx.db.tier_benefits.replace_one(
-            {"_id": tier}, {"discount_bp": int(round(float(percent) * 100)), "at": at},
-            upsert=True, session=tx.session)
-
     @handles("member", "member_registered")
     def on_member_registered(self, envelope):
         data, at = envelope["data"], envelope["occurred_at"]
         with self.store.transaction() as tx:
-            self._learn_tier_benefit(tx, data.get("tier"), data.get("tier_discount_percent"), at)
+            readmodels.learn_tier_benefit(tx, data.get("tier"), data.get("tier_discount_percent"), at)
             self._member_update(tx, data["member_id"], "tier", data.get("tier"), at)
             self._member_update(tx, data["member_id"], "interests", data.get("interests") or [], at)
             self._member_update(tx, data["member_id"], "region", data.get("region"), at)
@@ -736,7 +585,7 @@ class MarketingService(ShopService):
     def on_tier_changed(self, envelope):
         data, at = envelope["data"], envelope["occurred_at"]
         with self.store.transaction() as tx:
-            self._learn_tier_benefit(tx, data["new_tier"], data.get("tier_discount_percent"), at)
+            readmodels.learn_tier_benefit(tx, data["new_tier"], data.get("tier_discount_percent"), at)
             self._member_update(tx, data["member_id"], "tier", data["new_tier"], at)
 
     @handles("member", "member_erased")

@@ -6,10 +6,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo.errors import DuplicateKeyError
 
 from services.marketing import metrics
 from shared.clock import to_iso
-from shared.errors import Conflict
+from shared.errors import Conflict, NotFound
 from shared.ids import new_id
 
 INDEXES = {
@@ -37,6 +38,39 @@ def public(doc: dict | None) -> dict | None:
             continue
         out[key] = to_iso(value) if isinstance(value, datetime) else value
     return out
+
+
+def get_doc(db, collection: str, doc_id: str, message: str, details: dict) -> dict:
+    """The stored document `doc_id` of `collection`, or NotFound(message, details)."""
+    doc = db[collection].find_one({"_id": doc_id})
+    if doc is None:
+        raise NotFound(message, details)
+    return doc
+
+
+def insert_new(store, collection: str, doc: dict, conflict: Conflict,
+               event: tuple[str, dict] | None = None) -> None:
+    """Insert `doc` (and emit `event`) in one transaction; `conflict` if its `_id` exists,
+    also when a concurrent insert wins the race (unique `_id`)."""
+    try:
+        with store.transaction() as tx:
+            if tx.db[collection].find_one({"_id": doc["_id"]}, session=tx.session):
+                raise conflict
+            tx.db[collection].insert_one(doc, session=tx.session)
+            if event is not None:
+                tx.emit(*event)
+    except DuplicateKeyError:
+        raise conflict from None
+
+
+def set_if_newer(tx, collection: str, doc_id: str, stamp: str, at: str, fields: dict, *,
+                 on_insert: dict, guard: dict | None = None) -> None:
+    """Set `fields` on `doc_id` (created with `on_insert` if missing) unless a fact newer than
+    `at` was already applied (`stamp` holds the `occurred_at` of the last one applied)."""
+    coll = tx.db[collection]
+    coll.update_one({"_id": doc_id}, {"$setOnInsert": on_insert}, upsert=True, session=tx.session)
+    coll.update_one({"_id": doc_id, **(guard or {}), "$or": [{stamp: None}, {stamp: {"$lte": at}}]},
+                    {"$set": {**fields, stamp: at}}, session=tx.session)
 
 
 # --- coupons --------------------------------------------------------------------------------
