@@ -4,6 +4,7 @@ No I/O; `now` is always passed in."""
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import ROUND_HALF_UP, Decimal
@@ -27,6 +28,20 @@ PERSONAL_KEYS = frozenset({
 
 # Fields that are codes in most events but free text the member wrote in these.
 FREE_TEXT_FIELDS = {"return_requested": frozenset({"reason"})}
+
+
+# --- counter shards ---------------------------------------------------------------------
+
+DEFAULT_COUNTER_SHARDS = 16
+
+
+def shard_of(event_id: str, shards: int) -> int:
+    """The counter shard an event folds into: crc32 of its id modulo `shards`. Stable
+    across processes and Python versions, so a rebuild refolds every event into the
+    same shard documents live ingestion used."""
+    if shards < 1:
+        raise ValueError(f"counter shards must be at least 1, got {shards}")
+    return zlib.crc32(str(event_id).encode("utf-8")) % shards
 
 
 # --- time buckets -----------------------------------------------------------------------

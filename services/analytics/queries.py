@@ -1,6 +1,8 @@
 """Read side: every KPI and report from the pre-aggregated data. A query reads
 bucket documents of the range and per-entity summaries (sessions, members,
-orders, tickets, exposures) of the range, never the raw events."""
+orders, tickets, exposures) of the range, never the raw events. Bucket documents
+are sharded (store.py): every read sums all shards of a (bucket, dim, key), so its
+cost grows with buckets x shards x keys, never with raw events."""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -28,17 +30,27 @@ def bucket_filter(rng: domain.TimeRange, tz: ZoneInfo, dim: str) -> dict:
     return {"dim": dim, "$or": parts}
 
 
+# Fields of a bucket document that are its key, not counters.
+BUCKET_KEY_FIELDS = frozenset({"_id", "grain", "bucket", "start", "end", "dim", "key", "shard"})
+
+
+def add_counters(target: dict, doc: dict) -> None:
+    """Add the counters of bucket document `doc` (one shard) into `target`."""
+    for name, value in doc.items():
+        if name in BUCKET_KEY_FIELDS:
+            continue
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            target[name] += value
+        elif isinstance(value, dict):
+            for sub, v in value.items():
+                target[f"{name}.{sub}"] += v
+
+
 def sum_buckets(db, rng, tz, dim: str) -> dict[str, dict[str, int]]:
-    """key -> summed counters over the range."""
+    """key -> summed counters over the range (every bucket, every shard)."""
     out: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for doc in db[AGG].find(bucket_filter(rng, tz, dim)):
-        target = out[doc["key"]]
-        for name, value in doc.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                target[name] += value
-            elif isinstance(value, dict):
-                for sub, v in value.items():
-                    target[f"{name}.{sub}"] += v
+        add_counters(out[doc["key"]], doc)
     return {k: dict(v) for k, v in out.items()}
 
 
@@ -227,18 +239,21 @@ def experiment_keys(db) -> list[str]:
 
 
 def daily_series(db, tz, rng) -> list[dict]:
-    out = []
+    days: dict[str, dict[str, int]] = {}
     for doc in db[AGG].find({"dim": "total", "grain": "day", "start": {"$gte": rng.start, "$lt": rng.end}},
                             sort=[("start", 1)]):
-        gmv = doc.get("paid_total", 0) - doc.get("refunded", 0)
-        out.append({"day": doc["bucket"], "gmv": gmv, "orders": doc.get("orders", 0),
-                    "sessions_started": doc.get("sessions_started", 0)})
-    return out
+        add_counters(days.setdefault(doc["bucket"], defaultdict(int)), doc)  # the day's shards
+    return [{"day": day, "gmv": c.get("paid_total", 0) - c.get("refunded", 0),
+             "orders": c.get("orders", 0), "sessions_started": c.get("sessions_started", 0)}
+            for day, c in days.items()]
 
 
 def unfolded_counts(db) -> list[dict]:
-    return [{"status": c["status"], "source": c["source"], "event_type": c["event_type"],
-             "count": c["count"]} for c in db.counters.find({}).sort("_id", 1)]
+    counts: dict[tuple[str, str, str], int] = defaultdict(int)
+    for c in db.counters.find({}):
+        counts[(c["status"], c["source"], c["event_type"])] += c["count"]  # sum of the shards
+    return [{"status": status, "source": source, "event_type": event_type, "count": count}
+            for (status, source, event_type), count in sorted(counts.items())]
 
 
 def low_stock_count(db) -> int:

@@ -1,5 +1,6 @@
 """`python -m services.analytics.rebuild`: recompute every aggregate from the raw
-store (MONGO_URI, ANALYTICS_DB, SHOP_TIMEZONE). Stop the consumers first."""
+store (MONGO_URI, ANALYTICS_DB, SHOP_TIMEZONE, ANALYTICS_COUNTER_SHARDS: give it the
+services' value so the shard documents come out identical). Stop the consumers first."""
 from __future__ import annotations
 
 import json
@@ -16,10 +17,11 @@ def main(argv: list[str] | None = None) -> int:
     client = connect(settings.mongo_uri)
     try:
         db = client[settings.database]
-        result = store.rebuild(db, ZoneInfo(settings.timezone))
+        shards = store.counter_shards(settings)
+        result = store.rebuild(db, ZoneInfo(settings.timezone), shards=shards)
     finally:
         client.close()
-    print(json.dumps({"database": settings.database, **result}))
+    print(json.dumps({"database": settings.database, "counter_shards": shards, **result}))
     return 0
 
 

@@ -15,6 +15,7 @@ from werkzeug.wrappers import Response
 
 from services.analytics import dashboard, domain, queries, schemas, store, tracking
 from services.analytics.gauges import Gauges
+from shared import metrics
 from shared.clock import utcnow
 from shared.errors import ShopError, ValidationFailed
 from shared.logs import get_logger
@@ -44,13 +45,21 @@ class AnalyticsService(ShopService):
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self._shop_settings.timezone)
 
+    @property
+    def shards(self) -> int:
+        """ANALYTICS_COUNTER_SHARDS: counter documents per (bucket, dim, key)."""
+        return store.counter_shards(self._shop_settings)
+
     def _range(self, start, end, now=None):
         return domain.resolve_range(start, end, now or utcnow())
 
     def ingest(self, envelope: dict) -> str:
         """The one ingestion function every handler and the collector use."""
-        with self.store.transaction() as tx:
-            status = store.ingest(tx.db, tx.session, envelope, self.tz)
+        shards = self.shards
+        with store.leases(shards).lease(envelope["event_id"]) as shard:
+            with self.store.transaction() as tx:
+                status = store.ingest(tx.db, tx.session, envelope, self.tz, shards=shards,
+                                      shard=shard)
         if status in ("unknown", "invalid"):
             log.warning("event_kept_unfolded", status=status, event_type=envelope["event_type"],
                         source=envelope["source"], event_id=envelope["event_id"])
@@ -98,7 +107,7 @@ class AnalyticsService(ShopService):
     @rpc
     def rebuild(self):
         """Recompute every aggregate from the raw store (consumers should be stopped)."""
-        result = store.rebuild(self.store.db, self.tz)
+        result = store.rebuild(self.store.db, self.tz, shards=self.shards)
         log.info("analytics_rebuilt", **result)
         return {"id": "rebuild", **result}
 
@@ -109,6 +118,10 @@ class AnalyticsService(ShopService):
     # --- HTTP ---------------------------------------------------------------------------
 
     def _track(self, body) -> dict:
+        # One transaction per event, on purpose: each event's transaction touches one
+        # counter shard, so concurrent requests rarely collide; a batch transaction
+        # would hold a lock on most shards until its commit and collide with every
+        # other batch, and a conflict would redo the whole batch. Idempotent per event_id.
         max_batch = setting(self, "track_max_batch", 100)
         envelopes = tracking.events_of(body, max_batch, self._shop_settings.currency)
         accepted = duplicates = 0
@@ -133,6 +146,7 @@ class AnalyticsService(ShopService):
             except Exception as exc:
                 if attempt == settings.transient_retries or not is_transient(exc):
                     raise
+                metrics.TRANSIENT_RETRIES.labels(self.name, "http", "track").inc()
                 eventlet.sleep(settings.transient_backoff * (2 ** attempt) * (0.5 + random.random()))
         raise AssertionError("unreachable")
 

@@ -3,9 +3,23 @@
 Every write is a commutative, idempotent-per-event update ($inc, $min, $max,
 $addToSet, last-writer-by-occurred_at), so events folded in any order, by any
 number of replicas, give the same aggregates; the raw insert (unique event_id)
-in the same transaction is the guard against folding an event twice."""
+in the same transaction is the guard against folding an event twice.
+
+Bucket documents (`agg`) and the unfolded counters are sharded
+(`ANALYTICS_COUNTER_SHARDS`, default 16): an event folds into ONE shard of each, the
+shard is recorded on its raw document, and queries sum the shards. A transaction
+conflicts with every other transaction that writes the same document between its
+snapshot and its commit; one document per bucket made every event of the hour
+collide. Live ingestion leases each in-flight event of a process its own shard
+(`ShardLeases`), so a process's concurrent transactions never share a bucket
+document; rebuild refolds each event into the shard its raw document records
+(`crc32(event_id) % shards` for raw documents without one), so it reproduces the
+live aggregates exactly."""
 from __future__ import annotations
 
+import random
+from collections import deque
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
@@ -42,6 +56,49 @@ INDEXES = {
     "touches": [IndexModel([("member_id", ASCENDING), ("at", DESCENDING)])],
     "exposures": [IndexModel([("experiment_key", ASCENDING)])],
 }
+DEFAULT_SHARDS = domain.DEFAULT_COUNTER_SHARDS
+
+
+class ShardLeases:
+    """The shards free in this process, handed to in-flight ingestions one each, so
+    concurrent transactions of one process never write the same bucket document.
+    Replicas start from independent random orders; with more events in flight than
+    shards the event's hash shard is used. Only a conflict-avoidance hint: what an
+    event folded into is recorded on its raw document, not kept here."""
+
+    def __init__(self, shards: int):
+        self.shards = shards
+        order = list(range(shards))
+        random.shuffle(order)
+        self.free = deque(order)
+
+    @contextmanager
+    def lease(self, event_id: str):
+        leased = bool(self.free)
+        shard = self.free.popleft() if leased else domain.shard_of(event_id, self.shards)
+        try:
+            yield shard
+        finally:
+            if leased:
+                self.free.append(shard)  # reused last: its transaction has committed long before
+
+
+_LEASES: dict[int, ShardLeases] = {}
+
+
+def leases(shards: int) -> ShardLeases:
+    """The process-wide ShardLeases for `shards` shards."""
+    if shards not in _LEASES:
+        _LEASES[shards] = ShardLeases(shards)
+    return _LEASES[shards]
+
+
+def counter_shards(settings) -> int:
+    """ANALYTICS_COUNTER_SHARDS (settings.option `counter_shards`), at least 1."""
+    shards = settings.option("counter_shards", DEFAULT_SHARDS, int)
+    if shards < 1:
+        raise ValueError(f"ANALYTICS_COUNTER_SHARDS must be at least 1, got {shards}")
+    return shards
 
 TRACKING_TYPES = ("session_started", "page_viewed", "product_viewed", "cart_updated",
                   "checkout_started")
@@ -57,21 +114,32 @@ def analytics_events() -> list[tuple[str, str]]:
 class Fold:
     """The write side of one event: helpers bound to a database, a session and the zone."""
 
-    def __init__(self, db, session, tz: ZoneInfo):
-        self.db, self.session, self.tz = db, session, tz
+    def __init__(self, db, session, tz: ZoneInfo, shard: int = 0):
+        self.db, self.session, self.tz, self.shard = db, session, tz, shard
+        self.pending: dict[str, tuple[dict, dict]] = {}  # bucket _id -> (setOnInsert, $inc)
 
     def inc(self, at: datetime, dim: str, key: str, counters: dict) -> None:
-        """Add `counters` to the hour and day buckets of `at` for (dim, key)."""
+        """Add `counters` to this event's shard of the hour and day buckets of `at`
+        for (dim, key). Buffered until `flush`."""
         counters = {k: v for k, v in counters.items() if v}
         if not counters:
             return
         for bucket in domain.buckets_of(at, self.tz):
-            self.db[AGG].update_one(
-                {"_id": f"{bucket.grain}|{bucket.key}|{dim}|{key}"},
-                {"$setOnInsert": {"grain": bucket.grain, "bucket": bucket.key, "start": bucket.start,
-                                  "end": bucket.end, "dim": dim, "key": key},
-                 "$inc": counters},
-                upsert=True, session=self.session)
+            _id = f"{bucket.grain}|{bucket.key}|{dim}|{key}|{self.shard}"
+            keys = {"grain": bucket.grain, "bucket": bucket.key, "start": bucket.start,
+                    "end": bucket.end, "dim": dim, "key": key, "shard": self.shard}
+            total = self.pending.setdefault(_id, (keys, {}))[1]
+            for name, value in counters.items():
+                total[name] = total.get(name, 0) + value
+
+    def flush(self) -> None:
+        """Write the buffered bucket increments: one upsert per bucket document (an
+        event adding to the same document twice writes it once), in `_id` order."""
+        pending, self.pending = self.pending, {}
+        for _id in sorted(pending):
+            keys, counters = pending[_id]
+            self.db[AGG].update_one({"_id": _id}, {"$setOnInsert": keys, "$inc": counters},
+                                    upsert=True, session=self.session)
 
     def update(self, collection: str, _id: str, update: dict) -> None:
         self.db[collection].update_one({"_id": _id}, update, upsert=True, session=self.session)
@@ -93,10 +161,12 @@ def event_time(envelope: dict) -> datetime:
     return parse_iso(envelope["occurred_at"])
 
 
-def ingest(db, session, envelope: dict, tz: ZoneInfo, now: datetime | None = None) -> str:
-    """Store `envelope` once in the raw store and fold it. Returns "folded",
-    "duplicate", "unknown" (no schema or no fold rule: kept and counted) or
-    "invalid" (breaks its schema: kept and counted)."""
+def ingest(db, session, envelope: dict, tz: ZoneInfo, now: datetime | None = None,
+           shards: int = DEFAULT_SHARDS, shard: int | None = None) -> str:
+    """Store `envelope` once in the raw store and fold it into counter shard `shard`
+    (default `domain.shard_of(event_id, shards)`), recorded on the raw document.
+    Returns "folded", "duplicate", "unknown" (no schema or no fold rule: kept and
+    counted) or "invalid" (breaks its schema: kept and counted)."""
     event_id = envelope["event_id"]
     if db[RAW].find_one({"_id": event_id}, {"_id": 1}, session=session):
         return "duplicate"
@@ -115,29 +185,35 @@ def ingest(db, session, envelope: dict, tz: ZoneInfo, now: datetime | None = Non
     member_id = data.get("member_id") if isinstance(data.get("member_id"), str) else None
     if member_id and db.erased.find_one({"_id": member_id}, session=session):
         data = domain.strip_personal(data, event_type=event_type)
+    if shard is None:
+        shard = domain.shard_of(event_id, shards)
     doc = {"_id": event_id, "source": source, "event_type": event_type,
            "occurred_at": event_time(envelope), "data": data, "status": status,
-           "received_at": now or utcnow(), "correlation_id": envelope.get("correlation_id")}
+           "received_at": now or utcnow(), "correlation_id": envelope.get("correlation_id"),
+           "shard": shard}
     if errors:
         doc["errors"] = errors
     db[RAW].insert_one(doc, session=session)
     if status == "folded":
-        fold(Fold(db, session, tz), source, event_type, data, doc["occurred_at"], event_id)
+        fold(Fold(db, session, tz, shard), source, event_type, data, doc["occurred_at"], event_id)
     else:
-        count_unfolded(db, session, status, source, event_type)
+        count_unfolded(db, session, status, source, event_type, shard)
     return status
 
 
-def count_unfolded(db, session, status: str, source: str, event_type: str) -> None:
-    db.counters.update_one({"_id": f"{status}|{source}|{event_type}"},
+def count_unfolded(db, session, status: str, source: str, event_type: str, shard: int = 0) -> None:
+    """One counter per (status, source, type), sharded like the buckets (a flood of
+    unknown events from a newer producer must not serialise on one document)."""
+    db.counters.update_one({"_id": f"{status}|{source}|{event_type}|{shard}"},
                            {"$setOnInsert": {"status": status, "source": source,
-                                             "event_type": event_type},
+                                             "event_type": event_type, "shard": shard},
                             "$inc": {"count": 1}}, upsert=True, session=session)
 
 
 def fold(f: Fold, source: str, event_type: str, data: dict, at: datetime, event_id: str) -> None:
     f.inc(at, "events", "all", {f"events.{event_type}": 1})
     FOLDERS[(source, event_type)](f, data, at)
+    f.flush()
 
 
 # --- fold rules, one per event ----------------------------------------------------------
@@ -444,10 +520,12 @@ FOLDERS = {
 
 # --- rebuild ----------------------------------------------------------------------------
 
-def rebuild(db, tz: ZoneInfo, batch: int = 500) -> dict:
-    """Drop every derived collection and refold the raw store. Run it with the
-    consumers stopped (scaled to zero): events folded during a rebuild are lost
-    from the aggregates until the next one."""
+def rebuild(db, tz: ZoneInfo, batch: int = 500, shards: int = DEFAULT_SHARDS) -> dict:
+    """Drop every derived collection and refold the raw store, each event into the
+    same counter shard as live ingestion (the one its raw document records, else
+    `shard_of(event_id, shards)`). Run it
+    with the consumers stopped (scaled to zero): events folded during a rebuild are
+    lost from the aggregates until the next one."""
     for name in DERIVED:
         db[name].delete_many({})
     folded = unfolded = 0
@@ -459,12 +537,15 @@ def rebuild(db, tz: ZoneInfo, batch: int = 500) -> dict:
         if status == "unknown" and key in FOLDERS and key in REGISTRY:
             status = "folded"  # a rule exists now: fold what was kept for inspection
             db[RAW].update_one({"_id": doc["_id"]}, {"$set": {"status": status}})
+        shard = doc.get("shard")
+        if not isinstance(shard, int):
+            shard = domain.shard_of(doc["_id"], shards)
         if status == "folded":
-            fold(Fold(db, None, tz), doc["source"], doc["event_type"], doc["data"],
+            fold(Fold(db, None, tz, shard), doc["source"], doc["event_type"], doc["data"],
                  _aware(doc["occurred_at"]), doc["_id"])
             folded += 1
         else:
-            count_unfolded(db, None, status, doc["source"], doc["event_type"])
+            count_unfolded(db, None, status, doc["source"], doc["event_type"], shard)
             unfolded += 1
     return {"folded": folded, "unfolded": unfolded}
 
