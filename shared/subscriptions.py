@@ -30,6 +30,27 @@ log = get_logger(__name__)
 DUPLICATE = "__duplicate_event__"
 
 
+def _settle_safely(settle):
+    def settle_or_log(self, message):
+        try:
+            settle(self, message)
+        except BROKER_LINK_ERRORS as exc:
+            log.warning("message_settle_lost", action=settle.__name__, error=type(exc).__name__)
+
+    settle_or_log.shop_safe = True
+    return settle_or_log
+
+
+# nameko's QueueConsumer (behind every RPC entrypoint, RPC reply listener and event
+# consumer of a container) catches only amqp's ConnectionError when it acks or
+# requeues: a socket reset by a broker restart (ConnectionResetError) escaped the
+# worker and killed the whole container. The message was not settled, so the
+# broker redelivers it (the inbox, or the caller's idempotency key, absorbs it).
+if not getattr(QueueConsumer.ack_message, "shop_safe", False):
+    QueueConsumer.ack_message = _settle_safely(QueueConsumer.ack_message)
+    QueueConsumer.requeue_message = _settle_safely(QueueConsumer.requeue_message)
+
+
 class EventQueueConsumer(QueueConsumer):
     """nameko's QueueConsumer on its own connection, remembering whether it is
     consuming (for /health/ready)."""
@@ -46,20 +67,6 @@ class EventQueueConsumer(QueueConsumer):
 
     def on_connection_revived(self):
         self.consuming = True
-
-    # nameko catches only amqp's ConnectionError here; a socket reset by a broker
-    # restart (ConnectionResetError) escaped and killed the whole container.
-    def ack_message(self, message):
-        try:
-            super().ack_message(message)
-        except BROKER_LINK_ERRORS as exc:
-            log.warning("event_ack_lost", error=type(exc).__name__)
-
-    def requeue_message(self, message):
-        try:
-            super().requeue_message(message)
-        except BROKER_LINK_ERRORS as exc:
-            log.warning("event_requeue_lost", error=type(exc).__name__)
 
 
 class EventRouter(SharedExtension, ProviderCollector):

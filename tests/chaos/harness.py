@@ -365,6 +365,7 @@ class OrderStream:
         self.failed: list[tuple[dict, str]] = []
         self.attempted = 0
         self.retried = 0
+        self.duplicates_at_start = shop.duplicates()
         self._next = 0
         self._threads: list = []
 
@@ -695,7 +696,8 @@ def reconcile(shop: Shop, world: World, stream: OrderStream, kpis_before: dict |
     report = Report(
         placed=len(stream.accepted), completed=statuses.get("completed", 0),
         cancelled=statuses.get("cancelled", 0), rejected=statuses.get("rejected", 0), lost=lost,
-        duplicates_suppressed=shop.duplicates(), dead_lettered=dlq, problems=problems,
+        duplicates_suppressed=shop.duplicates() - stream.duplicates_at_start, dead_lettered=dlq,
+        problems=problems,
         refused=len(stream.failed))
     log(f"{name}: {report.line()}")
     print(f"{name}: orders placed={report.placed} completed={report.completed} lost={report.lost} "
