@@ -29,3 +29,31 @@ def learn_tier_benefit(tx, tier, percent, at) -> None:
     tx.db.tier_benefits.replace_one(
         {"_id": tier}, {"discount_bp": int(round(float(percent) * 100)), "at": at},
         upsert=True, session=tx.session)
+
+
+def count_purchase(tx, data: dict) -> None:
+    """Best sellers, co-purchases and the member's purchases, once per paid order."""
+    marker = f"purchase:{data['order_id']}"
+    if tx.db.processed.find_one({"_id": marker}, session=tx.session):
+        return
+    tx.db.processed.insert_one({"_id": marker}, session=tx.session)
+    products = []
+    for line in data.get("lines") or []:
+        pid = line["product_id"]
+        if "." in pid or pid.startswith("$"):
+            continue
+        products.append(pid)
+        tx.db.products.update_one(
+            {"_id": pid}, {"$inc": {"units": line.get("quantity", 1)},
+                           "$setOnInsert": {"category": line.get("category")}},
+            upsert=True, session=tx.session)
+    products = sorted(set(products))
+    for pid in products:
+        others = {f"with.{o}": 1 for o in products if o != pid}
+        if others:
+            tx.db.co_purchases.update_one({"_id": pid}, {"$inc": others}, upsert=True,
+                                          session=tx.session)
+    if products:
+        tx.db.member_purchases.update_one(
+            {"_id": data["member_id"]}, {"$addToSet": {"products": {"$each": products}}},
+            upsert=True, session=tx.session)
