@@ -13,7 +13,8 @@ PAGE = """<!doctype html>
 <title>Shop analytics</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <style>
-body{{font-family:system-ui,"Noto Sans CJK SC","PingFang SC","Microsoft YaHei",sans-serif;margin:1.5rem;color:#222;background:#fafafa}}
+body{{font-family:system-ui,"Noto Sans CJK SC","PingFang SC","Microsoft YaHei",
+sans-serif;margin:1.5rem;color:#222;background:#fafafa}}
 h1{{font-size:1.4rem}} h2{{font-size:1.05rem;margin:.2rem 0 .6rem}}
 .tiles{{display:flex;flex-wrap:wrap;gap:.6rem}}
 .tile{{background:#fff;border:1px solid #ddd;border-radius:6px;padding:.5rem .8rem;min-width:8rem}}
