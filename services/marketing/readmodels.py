@@ -5,6 +5,7 @@ stock, ratings, units sold) and purchases. Each handler is one transaction; the 
 from __future__ import annotations
 
 from services.marketing.config import MarketingConfig
+from services.marketing.store import set_if_newer
 
 
 def tier_discount_bp(db, config: MarketingConfig, tier) -> int:
@@ -29,6 +30,78 @@ def learn_tier_benefit(tx, tier, percent, at) -> None:
     tx.db.tier_benefits.replace_one(
         {"_id": tier}, {"discount_bp": int(round(float(percent) * 100)), "at": at},
         upsert=True, session=tx.session)
+
+
+# --- members ---------------------------------------------------------------------------------
+
+def _member_update(tx, member_id: str, field: str, value, at: str) -> None:
+    """Set `field` unless the member is erased or a newer value was already applied."""
+    set_if_newer(tx, "members", member_id, f"{field}_at".replace(".", "_"), at, {field: value},
+                 on_insert={"erased": False}, guard={"erased": {"$ne": True}})
+
+
+def on_member_registered(store, envelope: dict) -> None:
+    data, at = envelope["data"], envelope["occurred_at"]
+    with store.transaction() as tx:
+        learn_tier_benefit(tx, data.get("tier"), data.get("tier_discount_percent"), at)
+        _member_update(tx, data["member_id"], "tier", data.get("tier"), at)
+        _member_update(tx, data["member_id"], "interests", data.get("interests") or [], at)
+        _member_update(tx, data["member_id"], "region", data.get("region"), at)
+
+
+def on_member_consent_changed(store, envelope: dict) -> None:
+    data, at = envelope["data"], envelope["occurred_at"]
+    with store.transaction() as tx:
+        _member_update(tx, data["member_id"], f"consents.{data['channel']}",
+                       {"granted": bool(data["granted"]), "at": at}, at)
+
+
+def on_tier_changed(store, envelope: dict) -> None:
+    data, at = envelope["data"], envelope["occurred_at"]
+    with store.transaction() as tx:
+        learn_tier_benefit(tx, data["new_tier"], data.get("tier_discount_percent"), at)
+        _member_update(tx, data["member_id"], "tier", data["new_tier"], at)
+
+
+def on_member_erased(store, envelope: dict) -> None:
+    """Interests, region and consents gone for good (later events cannot restore them: the
+    erased guard), messages keep only ids and cost, the purchase list is deleted."""
+    member_id = envelope["data"]["member_id"]
+    with store.transaction() as tx:
+        tx.db.members.update_one(
+            {"_id": member_id},
+            {"$set": {"erased": True, "consents": {}, "interests": [], "region": None,
+                      "erased_at": envelope["occurred_at"]}},
+            upsert=True, session=tx.session)
+        tx.db.messages.update_many(
+            {"member_id": member_id},
+            {"$set": {"subject": "", "body": "", "redacted": True}}, session=tx.session)
+        tx.db.member_purchases.delete_one({"_id": member_id}, session=tx.session)
+
+
+# --- products and purchases ------------------------------------------------------------------
+
+def set_product_status(store, envelope: dict, status: str) -> None:
+    data, at = envelope["data"], envelope["occurred_at"]
+    with store.transaction() as tx:
+        set_if_newer(tx, "products", data["product_id"], "status_at", at,
+                     {"status": status, "category": data.get("category")}, on_insert={"units": 0})
+
+
+def set_low_stock(store, envelope: dict, low: bool) -> None:
+    data, at = envelope["data"], envelope["occurred_at"]
+    with store.transaction() as tx:
+        set_if_newer(tx, "products", data["product_id"], "stock_at", at, {"low_stock": low},
+                     on_insert={"units": 0})
+
+
+def on_review_added(store, envelope: dict) -> None:
+    data = envelope["data"]
+    with store.transaction() as tx:
+        tx.db.products.update_one({"_id": data["product_id"]},
+                                  {"$inc": {"rating_sum": data.get("rating", 0), "rating_count": 1},
+                                   "$setOnInsert": {"units": 0}},
+                                  upsert=True, session=tx.session)
 
 
 def count_purchase(tx, data: dict) -> None:

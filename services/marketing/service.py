@@ -1,42 +1,41 @@
-"""The marketing service's entrypoints: validate → domain → one transaction (state + events)."""
+"""The marketing nameko service: entrypoints only. Each one validates its clock argument, if it
+takes one, and calls a use case in the modules beside it (`carts`, `promotions`, `coupons`,
+`campaigns`, `notifications`, `order_events`, `attribution`, `experiments`, `recommendations`,
+`readmodels`), which validates its payload and runs one transaction (state + events)."""
 from __future__ import annotations
 
 from datetime import datetime
 
 from nameko.timer import timer
-from pymongo.errors import DuplicateKeyError
 
 from services.marketing import (
     attribution,
     campaigns,
     carts,
     coupons,
-    domain,
-    metrics,
+    experiments,
     notifications,
     order_events,
     promotions,
     readmodels,
-    schemas,
+    recommendations,
 )
 from services.marketing.channels import Channels
 from services.marketing.config import Config, sweep_interval_from_env
-from services.marketing.store import (
-    INDEXES,
-    public,
-)
-from shared.clock import parse_iso, to_iso, utcnow
-from shared.errors import Conflict, NotFound, ValidationFailed
+from services.marketing.store import INDEXES
+from shared.clock import parse_iso, utcnow
+from shared.errors import ValidationFailed
 from shared.logs import get_logger
 from shared.rpc import RpcClient, rpc
 from shared.service import ShopService
 from shared.store import Store
 from shared.subscriptions import handles
-from shared.validation import load
 
 log = get_logger(__name__)
 
+
 def _now(now: str | None) -> datetime:
+    """The business clock of an entrypoint that takes one (tests, operators); else the time."""
     if now is None:
         return utcnow()
     try:
@@ -154,103 +153,29 @@ class MarketingService(ShopService):
 
     @rpc
     def create_experiment(self, experiment):
-        data = load(schemas.Experiment(), experiment)
-        doc = {"_id": data["key"], "key": data["key"], "variants": data["variants"],
-               "control": data["control"], "description": data["description"],
-               "status": "running", "winner": None, "created_at": to_iso(utcnow())}
-        try:
-            with self.store.transaction() as tx:
-                if tx.db.experiments.find_one({"_id": doc["_id"]}, session=tx.session):
-                    raise Conflict(f"experiment {data['key']} exists", {"key": data["key"]})
-                tx.db.experiments.insert_one(doc, session=tx.session)
-                tx.emit("experiment_created", {"experiment_key": data["key"],
-                                               "variants": data["variants"],
-                                               "control": data["control"]})
-        except DuplicateKeyError:
-            raise Conflict(f"experiment {data['key']} exists", {"key": data["key"]}) from None
-        return public(doc)
+        return experiments.create_experiment(self.store, experiment, utcnow())
 
     @rpc
     def get_experiment(self, experiment_key):
-        doc = self.store.db.experiments.find_one({"_id": experiment_key})
-        if doc is None:
-            raise NotFound(f"no experiment {experiment_key}", {"experiment_key": experiment_key})
-        out = public(doc)
-        out["exposures"] = self.store.db.exposures.count_documents({"experiment_key": experiment_key})
-        return out
+        return experiments.get_experiment(self.store, experiment_key)
 
     @rpc
     def assign_variant(self, experiment_key, subject_id):
-        data = load(schemas.Assign(), {"experiment_key": experiment_key, "subject_id": subject_id})
-        exp = self.store.db.experiments.find_one({"_id": data["experiment_key"]})
-        if exp is None:
-            raise NotFound(f"no experiment {experiment_key}", {"experiment_key": experiment_key})
-        out = {"id": f"{exp['_id']}|{data['subject_id']}", "experiment_key": exp["_id"],
-               "subject_id": data["subject_id"], "status": exp["status"], "exposed": False}
-        if exp["status"] != "running":
-            out["variant"] = exp.get("winner") or exp["control"]
-            return out
-        variant = domain.assign(exp["_id"], data["subject_id"], exp["variants"])
-        out["variant"] = variant
-        key = f"{exp['_id']}|{data['subject_id']}"
-        try:
-            with self.store.transaction() as tx:
-                if not tx.db.exposures.find_one({"_id": key}, session=tx.session):
-                    tx.db.exposures.insert_one({"_id": key, "experiment_key": exp["_id"],
-                                                "subject_id": data["subject_id"], "variant": variant,
-                                                "at": to_iso(utcnow())}, session=tx.session)
-                    tx.emit("experiment_exposed", {"experiment_key": exp["_id"], "variant": variant,
-                                                   "subject_id": data["subject_id"]})
-                    out["exposed"] = True
-        except DuplicateKeyError:
-            out["exposed"] = False
-        if out["exposed"]:
-            metrics.EXPOSURES.inc()
-        return out
+        return experiments.assign_variant(self.store, experiment_key, subject_id, utcnow())
 
     @rpc
     def stop_experiment(self, experiment_key):
-        self.get_experiment(experiment_key)
-        self.store.db.experiments.update_one({"_id": experiment_key, "status": "running"},
-                                             {"$set": {"status": "stopped", "stopped_at": to_iso(utcnow())}})
-        return self.get_experiment(experiment_key)
+        return experiments.stop_experiment(self.store, experiment_key, utcnow())
 
     @rpc
     def conclude_experiment(self, experiment_key, winner):
-        exp = self.get_experiment(experiment_key)
-        if winner not in {v["name"] for v in exp["variants"]}:
-            raise ValidationFailed.field("winner", "Must name one of the variants.")
-        done = self.store.db.experiments.update_one(
-            {"_id": experiment_key, "status": {"$in": ["running", "stopped"]}},
-            {"$set": {"status": "concluded", "winner": winner, "concluded_at": to_iso(utcnow())}})
-        if not done.matched_count and exp.get("winner") != winner:
-            raise Conflict(f"experiment {experiment_key} already concluded",
-                           {"winner": exp.get("winner")})
-        return self.get_experiment(experiment_key)
+        return experiments.conclude_experiment(self.store, experiment_key, winner, utcnow())
 
-    # --- recommendations ----------------------------------------------------------------
+    # --- recommendations ------------------------------------------------------------------
 
     @rpc
     def recommend_products(self, member_id, limit=10):
-        data = load(schemas.Recommend(), {"member_id": member_id, "limit": limit})
-        db, limit = self.store.db, data["limit"]
-        member = db.members.find_one({"_id": data["member_id"]}) or {}
-        bought_doc = db.member_purchases.find_one({"_id": data["member_id"]}) or {}
-        bought = set(bought_doc.get("products") or [])
-        recent = (bought_doc.get("products") or [])[-50:]
-        co = {d["_id"]: d.get("with") or {} for d in db.co_purchases.find({"_id": {"$in": recent}})}
-        unavailable = {d["_id"] for d in db.products.find(
-            {"$or": [{"status": "unpublished"}, {"low_stock": True}]}, {"_id": 1})}
-        fetch = limit + len(bought) + len(unavailable)
-        interests = [i for i in (member.get("interests") or [])]
-        interest_products = [{"product_id": d["_id"], "category": d.get("category")}
-                             for d in db.products.find({"category": {"$in": interests}, "units": {"$gt": 0}})
-                             .sort("units", -1).limit(fetch)] if interests else []
-        best = [{"product_id": d["_id"], "category": d.get("category")}
-                for d in db.products.find({"units": {"$gt": 0}})
-                .sort([("units", -1), ("_id", 1)]).limit(fetch)]
-        items = domain.recommend(bought, co, interest_products, best, unavailable, limit)
-        return {"id": data["member_id"], "member_id": data["member_id"], "products": items}
+        return recommendations.recommend_products(self.store, member_id, limit)
 
     # --- order events -------------------------------------------------------------------
 
@@ -290,99 +215,44 @@ class MarketingService(ShopService):
 
     # --- member events ------------------------------------------------------------------
 
-    def _member_update(self, tx, member_id: str, field: str, value, at: str) -> None:
-        """Set `field` unless the member is erased or a newer value was already applied."""
-        stamp = f"{field}_at".replace(".", "_")
-        tx.db.members.update_one({"_id": member_id}, {"$setOnInsert": {"erased": False}},
-                                 upsert=True, session=tx.session)
-        tx.db.members.update_one(
-            {"_id": member_id, "erased": {"$ne": True},
-             "$or": [{stamp: None}, {stamp: {"$lte": at}}]},
-            {"$set": {field: value, stamp: at}}, session=tx.session)
-
     @handles("member", "member_registered")
     def on_member_registered(self, envelope):
-        data, at = envelope["data"], envelope["occurred_at"]
-        with self.store.transaction() as tx:
-            readmodels.learn_tier_benefit(tx, data.get("tier"), data.get("tier_discount_percent"), at)
-            self._member_update(tx, data["member_id"], "tier", data.get("tier"), at)
-            self._member_update(tx, data["member_id"], "interests", data.get("interests") or [], at)
-            self._member_update(tx, data["member_id"], "region", data.get("region"), at)
+        readmodels.on_member_registered(self.store, envelope)
 
     @handles("member", "member_consent_changed")
     def on_member_consent_changed(self, envelope):
-        data, at = envelope["data"], envelope["occurred_at"]
-        with self.store.transaction() as tx:
-            self._member_update(tx, data["member_id"], f"consents.{data['channel']}",
-                                {"granted": bool(data["granted"]), "at": at}, at)
+        readmodels.on_member_consent_changed(self.store, envelope)
 
     @handles("member", "tier_changed")
     def on_tier_changed(self, envelope):
-        data, at = envelope["data"], envelope["occurred_at"]
-        with self.store.transaction() as tx:
-            readmodels.learn_tier_benefit(tx, data["new_tier"], data.get("tier_discount_percent"), at)
-            self._member_update(tx, data["member_id"], "tier", data["new_tier"], at)
+        readmodels.on_tier_changed(self.store, envelope)
 
     @handles("member", "member_erased")
     def on_member_erased(self, envelope):
-        member_id = envelope["data"]["member_id"]
-        with self.store.transaction() as tx:
-            tx.db.members.update_one(
-                {"_id": member_id},
-                {"$set": {"erased": True, "consents": {}, "interests": [], "region": None,
-                          "erased_at": envelope["occurred_at"]}},
-                upsert=True, session=tx.session)
-            tx.db.messages.update_many(
-                {"member_id": member_id},
-                {"$set": {"subject": "", "body": "", "redacted": True}}, session=tx.session)
-            tx.db.member_purchases.delete_one({"_id": member_id}, session=tx.session)
+        readmodels.on_member_erased(self.store, envelope)
 
-    # --- catalog events -----------------------------------------------------------------
-
-    def _product_status(self, envelope, status: str) -> None:
-        data, at = envelope["data"], envelope["occurred_at"]
-        with self.store.transaction() as tx:
-            tx.db.products.update_one({"_id": data["product_id"]},
-                                      {"$setOnInsert": {"units": 0}}, upsert=True, session=tx.session)
-            tx.db.products.update_one(
-                {"_id": data["product_id"], "$or": [{"status_at": None}, {"status_at": {"$lte": at}}]},
-                {"$set": {"status": status, "status_at": at, "category": data.get("category")}},
-                session=tx.session)
+    # --- catalog events -------------------------------------------------------------------
 
     @handles("catalog", "product_created")
     def on_product_created(self, envelope):
-        self._product_status(envelope, envelope["data"].get("status") or "draft")
+        readmodels.set_product_status(self.store, envelope, envelope["data"].get("status") or "draft")
 
     @handles("catalog", "product_published")
     def on_product_published(self, envelope):
-        self._product_status(envelope, "published")
+        readmodels.set_product_status(self.store, envelope, "published")
 
     @handles("catalog", "product_unpublished")
     def on_product_unpublished(self, envelope):
-        self._product_status(envelope, "unpublished")
-
-    def _stock_flag(self, envelope, low: bool) -> None:
-        data, at = envelope["data"], envelope["occurred_at"]
-        with self.store.transaction() as tx:
-            tx.db.products.update_one({"_id": data["product_id"]},
-                                      {"$setOnInsert": {"units": 0}}, upsert=True, session=tx.session)
-            tx.db.products.update_one(
-                {"_id": data["product_id"], "$or": [{"stock_at": None}, {"stock_at": {"$lte": at}}]},
-                {"$set": {"low_stock": low, "stock_at": at}}, session=tx.session)
+        readmodels.set_product_status(self.store, envelope, "unpublished")
 
     @handles("catalog", "stock_ran_low")
     def on_stock_ran_low(self, envelope):
-        self._stock_flag(envelope, True)
+        readmodels.set_low_stock(self.store, envelope, True)
 
     @handles("catalog", "stock_replenished")
     def on_stock_replenished(self, envelope):
-        self._stock_flag(envelope, False)
+        readmodels.set_low_stock(self.store, envelope, False)
 
     @handles("catalog", "review_added")
     def on_review_added(self, envelope):
-        data = envelope["data"]
-        with self.store.transaction() as tx:
-            tx.db.products.update_one({"_id": data["product_id"]},
-                                      {"$inc": {"rating_sum": data.get("rating", 0), "rating_count": 1},
-                                       "$setOnInsert": {"units": 0}},
-                                      upsert=True, session=tx.session)
+        readmodels.on_review_added(self.store, envelope)
