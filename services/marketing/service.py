@@ -179,15 +179,16 @@ class MarketingService(ShopService):
 
     # --- order events -------------------------------------------------------------------
 
+    def _order_event(self, use_case, envelope) -> None:
+        use_case(self.store, self.config, self.channels, envelope["data"], utcnow())
+
     @handles("order", "order_placed")
     def on_order_placed(self, envelope):
-        order_events.on_order_placed(self.store, self.config, self.channels, envelope["data"],
-                                     utcnow())
+        self._order_event(order_events.on_order_placed, envelope)
 
     @handles("order", "order_paid")
     def on_order_paid(self, envelope):
-        order_events.on_order_paid(self.store, self.config, self.channels, envelope["data"],
-                                   utcnow())
+        self._order_event(order_events.on_order_paid, envelope)
 
     @handles("order", "order_rejected")
     def on_order_rejected(self, envelope):
@@ -195,23 +196,19 @@ class MarketingService(ShopService):
 
     @handles("order", "order_cancelled")
     def on_order_cancelled(self, envelope):
-        order_events.on_order_cancelled(self.store, self.config, self.channels, envelope["data"],
-                                        utcnow())
+        self._order_event(order_events.on_order_cancelled, envelope)
 
     @handles("order", "order_completed")
     def on_order_completed(self, envelope):
-        order_events.on_order_completed(self.store, self.config, self.channels, envelope["data"],
-                                        utcnow())
+        self._order_event(order_events.on_order_completed, envelope)
 
     @handles("order", "order_shipped")
     def on_order_shipped(self, envelope):
-        order_events.on_order_shipped(self.store, self.config, self.channels, envelope["data"],
-                                      utcnow())
+        self._order_event(order_events.on_order_shipped, envelope)
 
     @handles("order", "order_refunded")
     def on_order_refunded(self, envelope):
-        order_events.on_order_refunded(self.store, self.config, self.channels, envelope["data"],
-                                       utcnow())
+        self._order_event(order_events.on_order_refunded, envelope)
 
     # --- member events ------------------------------------------------------------------
 
