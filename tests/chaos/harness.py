@@ -19,6 +19,7 @@ import os
 import random
 import re
 import shutil
+import subprocess
 import tempfile
 import time
 import traceback
@@ -256,6 +257,23 @@ class Shop:
                 except Exception:  # not declared (yet): no consumer ever started
                     out[queue] = None
         return out
+
+    def in_flight(self) -> dict[str, int]:
+        """Messages per event queue, ready AND unacknowledged (being handled, or held by
+        a consumer that is retrying): the broker's passive declare counts only ready ones."""
+        args = ["list_queues", "-q", "-p", self.infra.vhost or "/", "name", "messages"]
+        if self.infra.rabbit is not None:
+            command = ["rabbitmqctl", "-n", self.infra.rabbit.nodename, *args]
+            env = self.infra.rabbit._env()
+        else:
+            command, env = ["rabbitmqctl", *args], None
+        out = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env, check=True).stdout
+        counts = {}
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[0].startswith("evt--") and not parts[0].endswith(".dlq"):
+                counts[parts[0]] = int(parts[1])
+        return counts
 
     def queue_depths(self) -> dict[str, int | None]:
         return self._depths([service_queue_name(s) for s in CONSUMERS])
@@ -513,7 +531,11 @@ def at_rest(shop: Shop, world: World) -> tuple[bool, dict]:
     statuses = Counter(o["status"] for o in orders_of(shop, world))
     moving = {s: n for s, n in statuses.items() if s not in TERMINAL}
     quiet = all(not d for d in depths.values()) and not any(pending.values()) and not moving
-    return quiet, {"queues": {k: v for k, v in depths.items() if v}, "outbox_pending":
+    held = {}
+    if quiet:
+        held = {k: v for k, v in shop.in_flight().items() if v}
+        quiet = not held
+    return quiet, {"in_flight": held, "queues": {k: v for k, v in depths.items() if v}, "outbox_pending":
                    {k: v for k, v in pending.items() if v}, "non_terminal": moving}
 
 
