@@ -465,6 +465,18 @@ class OrderStream:
 
 # ---------------------------------------------------------------- fulfillment driver
 
+def return_plan(order: dict) -> list[dict] | None:
+    """Which completed orders the member sends back: every 8th (index 1) all of it, every
+    8th (index 5) one unit of its first line; None: kept."""
+    match = re.search(r"-(\d+)$", order.get("idempotency_key") or "")
+    index = int(match.group(1)) if match else 0
+    if index % 8 == 1:
+        return [{"product_id": line["product_id"], "quantity": line["quantity"]} for line in order["lines"]]
+    if index % 8 == 5:
+        return [{"product_id": order["lines"][0]["product_id"], "quantity": 1}]
+    return None
+
+
 class Driver:
     """A green thread that dispatches and delivers every shipment of the
     world's orders (as the warehouse would), through fulfillment's RPC."""
@@ -477,6 +489,8 @@ class Driver:
         self.thread = None
         self.dispatched = 0
         self.delivered = 0
+        self.returns_requested = 0
+        self.returns_received = 0
         self.errors = Counter()
 
     def __enter__(self) -> Driver:
@@ -517,6 +531,36 @@ class Driver:
                 pass  # already moved (a retry after a lost reply): the next round sees it
             except Exception as exc:
                 self.errors[type(exc).__name__] += 1
+        self.return_step(rpc)
+
+    def return_step(self, rpc: Rpc) -> None:
+        """Members send some completed orders back; the warehouse receives each return
+        (the first line resellable, the others damaged)."""
+        unreturned = {"member_id": {"$in": self.world.members}, "status": "completed",
+                      "returns.0": {"$exists": False}}
+        for order in self.shop.db("order").orders.find(unreturned, {"idempotency_key": 1, "lines": 1}):
+            lines = return_plan(order)
+            if lines is None:
+                continue
+            try:
+                rpc.call("order", "request_return", order["_id"], lines, "chaos test")
+                self.returns_requested += 1
+            except (Conflict, ValidationFailed):
+                pass  # already requested (a retry after a lost reply)
+            except Exception as exc:
+                self.errors[type(exc).__name__] += 1
+        for ret in self.shop.db("fulfillment").returns.find(
+                {"member_id": {"$in": self.world.members}, "status": "expected"}):
+            lines = [{"product_id": line["product_id"], "quantity": line["quantity"],
+                      "condition": "resellable" if index == 0 else "damaged"}
+                     for index, line in enumerate(ret["expected_lines"])]
+            try:
+                rpc.call("fulfillment", "receive_return", ret["_id"], lines)
+                self.returns_received += 1
+            except Conflict:
+                pass
+            except Exception as exc:
+                self.errors[type(exc).__name__] += 1
 
 
 # ---------------------------------------------------------------- drain
@@ -528,8 +572,19 @@ def orders_of(shop: Shop, world: World) -> list[dict]:
 def at_rest(shop: Shop, world: World) -> tuple[bool, dict]:
     depths = shop.queue_depths()
     pending = shop.outbox_pending()
-    statuses = Counter(o["status"] for o in orders_of(shop, world))
+    orders = orders_of(shop, world)
+    statuses = Counter(o["status"] for o in orders)
     moving = {s: n for s, n in statuses.items() if s not in TERMINAL}
+    for order in orders:
+        if order["status"] == "completed" and return_plan(order) and not order.get("returns"):
+            moving["return to request"] = moving.get("return to request", 0) + 1
+        for ret in order.get("returns") or []:
+            if ret.get("status") != "refunded":
+                moving["return to refund"] = moving.get("return to refund", 0) + 1
+    unsettled = shop.db("order").refunds.count_documents(
+        {"order_id": {"$in": [o["_id"] for o in orders]}, "state": {"$ne": "succeeded"}})
+    if unsettled:
+        moving["refunds pending"] = unsettled
     quiet = all(not d for d in depths.values()) and not any(pending.values()) and not moving
     held = {}
     if quiet:
@@ -544,7 +599,7 @@ def drain(shop: Shop, world: World, timeout: float = 120, settle: float = 1.5) -
     order of the world is in a state that should still progress — twice in a row,
     `settle` seconds apart (a message being handled is not counted by the broker)."""
     deadline = time.monotonic() + timeout
-    started = time.monotonic()
+    started = reported = time.monotonic()
     last = {}
     while time.monotonic() < deadline:
         try:
@@ -557,6 +612,9 @@ def drain(shop: Shop, world: World, timeout: float = 120, settle: float = 1.5) -
             if quiet:
                 log(f"drained in {time.monotonic() - started:.1f}s")
                 return last
+        if time.monotonic() - reported > 10:
+            reported = time.monotonic()
+            log(f"draining: {last}")
         eventlet.sleep(0.5)
     log(f"NOT drained after {timeout}s: {last}")
     return last
@@ -626,10 +684,21 @@ def reconcile(shop: Shop, world: World, stream: OrderStream, kpis_before: dict |
             ordered[line["product_id"]] += line["quantity"]
     if dict(dispatched) != dict(ordered):
         problems.append(f"units dispatched {dict(dispatched)} != units of completed orders {dict(ordered)}")
+    restocked: dict[str, int] = defaultdict(int)
+    returns = list(shop.db("fulfillment").returns.find({"order_id": {"$in": list(orders)}}))
+    for ret in returns:
+        if ret["status"] != "received":
+            problems.append(f"return {ret['_id']} of {ret['order_id']} is {ret['status']}")
+        for line in ret.get("received_lines") or []:
+            if line["condition"] == "resellable":
+                restocked[line["product_id"]] += line["quantity"]
+    asked = sum(len(o.get("returns") or []) for o in orders.values())
+    if asked != len(returns):
+        problems.append(f"order recorded {asked} returns, fulfillment {len(returns)}")
     for product_id, initial in world.initial_stock().items():
         doc = shop.db("catalog").products.find_one({"_id": product_id}) or {}
         stock = doc.get("stock", {})
-        expect = initial - dispatched.get(product_id, 0)
+        expect = initial - dispatched.get(product_id, 0) + restocked.get(product_id, 0)
         if stock.get("on_hand") != expect or stock.get("reserved") != 0 or stock.get("available") != expect:
             levels = {k: stock.get(k) for k in ("on_hand", "reserved", "available")}
             problems.append(f"stock of {product_id}: {levels}, expected on_hand=available={expect}, "
@@ -652,6 +721,16 @@ def reconcile(shop: Shop, world: World, stream: OrderStream, kpis_before: dict |
         problems.append(f"coupon {world.coupon_code}: used={coupon.get('used')} redeemed="
                         f"{coupon.get('redeemed')}, paid orders with it={len(with_coupon)}")
 
+    refunded: dict[str, int] = defaultdict(int)
+    for refund in shop.db("order").refunds.find({"order_id": {"$in": list(orders)}}):
+        if refund.get("state") != "succeeded":
+            problems.append(f"refund {refund['_id']} of {refund['order_id']} is {refund.get('state')}")
+        refunded[refund["order_id"]] += refund["amount"]
+    for oid, order in orders.items():
+        if order.get("refunded_amount", 0) != refunded.get(oid, 0):
+            problems.append(f"order {oid}: refunded_amount {order.get('refunded_amount')} != refunds "
+                            f"{refunded.get(oid, 0)}")
+
     # 4. points: balance = ledger; one earn per completed order
     member_db = shop.db("member")
     for member_id in world.members:
@@ -665,6 +744,24 @@ def reconcile(shop: Shop, world: World, stream: OrderStream, kpis_before: dict |
         problems += [f"member {member_id}: order {oid} earned {n} times" for oid, n in earns.items() if n > 1]
         unearned = [oid for oid in completed if oid not in earns and orders[oid]["total"] >= 100]
         problems += [f"member {member_id}: completed order {oid} earned no points" for oid in unearned]
+        reversed_ = Counter()
+        for e in entries:
+            if e["kind"] == "reverse":
+                reversed_[e.get("order_id")] += -e["points"]
+        earned_points = {e.get("order_id"): e["points"] for e in entries if e["kind"] == "earn"}
+        problems += [f"member {member_id}: order {oid} reversed {n} of {earned_points.get(oid, 0)} points"
+                     for oid, n in reversed_.items() if n > earned_points.get(oid, 0)]
+        for oid, points in earned_points.items():
+            # member's rule: cumulative reversal = floor(earned × refunded / total); all of it
+            # once the refunds reach the total (a return keeps the shipping fee, and its points)
+            order, back = orders.get(oid), refunded.get(oid, 0)
+            if order is None:
+                continue
+            expect = points if back >= order["total"] else points * back // order["total"]
+            if reversed_.get(oid, 0) != expect:
+                problems.append(f"member {member_id}: {oid} ({order['status']}, refunded {back} of "
+                                f"{order['total']}) reversed {reversed_.get(oid, 0)} of {points} points, "
+                                f"expected {expect}")
         strays = [oid for oid in earns if oid not in completed]
         problems += [f"member {member_id}: points earned for {oid}, which did not complete" for oid in strays]
 
@@ -678,19 +775,22 @@ def reconcile(shop: Shop, world: World, stream: OrderStream, kpis_before: dict |
                                 f"paid_at={summary.get('paid_at')}, order total {order['total']}")
         elif summary.get("paid_at") is not None:
             problems.append(f"analytics: unpaid order {oid} ({order['status']}) counted as paid")
+        if (summary.get("refunded") or 0) != refunded.get(oid, 0):
+            problems.append(f"analytics: order {oid} refunded {summary.get('refunded')}, "
+                            f"order refunds sum to {refunded.get(oid, 0)}")
     raw = shop.db("analytics").raw
     paid_events = Counter(r["data"]["order_id"] for r in raw.find(
         {"event_type": "order_paid", "data.order_id": {"$in": list(orders)}}, {"data.order_id": 1}))
     problems += [f"analytics: {n} order_paid events for {oid}" for oid, n in paid_events.items() if n > 1]
     if kpis_before is not None:
         after = kpis(shop)
-        gmv = sum(o["total"] for o in paid.values())
+        gmv = sum(o["total"] for o in paid.values()) - sum(refunded.values())
         if after["orders"] - kpis_before["orders"] != len(paid):
             problems.append(f"analytics orders grew by {after['orders'] - kpis_before['orders']}, "
                             f"{len(paid)} orders were paid")
         if after["gmv"] - kpis_before["gmv"] != gmv:
             problems.append(f"analytics GMV grew by {after['gmv'] - kpis_before['gmv']}, "
-                            f"order records sum to {gmv}")
+                            f"order records sum to {gmv} (paid totals − refunds)")
 
     # 6. every producer emitted each milestone once per order (an event applied twice
     #    downstream would double the effects checked above)
@@ -716,7 +816,7 @@ def reconcile(shop: Shop, world: World, stream: OrderStream, kpis_before: dict |
                 problems.append(f"dead-lettered in {service}: {row}")
 
     report = Report(
-        placed=len(stream.accepted), completed=statuses.get("completed", 0),
+        placed=len(stream.accepted), completed=len(paid),
         cancelled=statuses.get("cancelled", 0), rejected=statuses.get("rejected", 0), lost=lost,
         duplicates_suppressed=shop.duplicates() - stream.duplicates_at_start, dead_lettered=dlq,
         problems=problems,
