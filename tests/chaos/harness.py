@@ -22,10 +22,10 @@ import shutil
 import subprocess
 import tempfile
 import time
-import traceback
 import uuid
 from collections import Counter, defaultdict
 from contextlib import suppress
+from datetime import timedelta
 from pathlib import Path
 
 import eventlet
@@ -331,7 +331,7 @@ def seed(shop: Shop, products: int = 4, stock: int = 500, scarce_stock: int = 6,
                 "email": f"chaos{index}.{tag}@example.com", "name": f"Chaos Tester {index}",
                 "region": "Shanghai", "consent": {"email": False, "sms": False}})
             member_ids.append(member["id"])
-        since = to_iso(utcnow().replace(microsecond=0) - __import__("datetime").timedelta(hours=1))
+        since = to_iso(utcnow().replace(microsecond=0) - timedelta(hours=1))
         promotion = rpc.call("marketing", "create_promotion", {
             "name": f"chaos coupon {tag}", "kind": "amount_off", "amount": 500, "trigger": "coupon",
             "starts_at": since})
@@ -910,11 +910,3 @@ def republish_shuffled(shop: Shop, window: int = 20, seed_value: int | None = No
                           extra_headers={"nameko.correlation_id": envelope.get("correlation_id") or ""},
                           message_id=envelope["event_id"])
     return len(shuffled)
-
-
-def format_exc() -> str:
-    return traceback.format_exc()
-
-
-def safe_name(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower())
