@@ -261,6 +261,8 @@ class Shop:
     def in_flight(self) -> dict[str, int]:
         """Messages per event queue, ready AND unacknowledged (being handled, or held by
         a consumer that is retrying): the broker's passive declare counts only ready ones."""
+        if shutil.which("rabbitmqctl") is None:
+            return {}  # a broker we cannot inspect: ready counts only (queue_depths)
         args = ["list_queues", "-q", "-p", self.infra.vhost or "/", "name", "messages"]
         if self.infra.rabbit is not None:
             command = ["rabbitmqctl", "-n", self.infra.rabbit.nodename, *args]
