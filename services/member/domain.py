@@ -193,6 +193,21 @@ class PointsPolicy:
         return earned_at + self.expiry
 
 
+def merchandise_total(order_data: dict) -> int:
+    """What the goods cost after discounts: the sum of the order's line totals
+    (the shipping fee is not merchandise). Falls back to the order total."""
+    lines = order_data.get("lines") or []
+    if lines and all(isinstance(line.get("line_total"), int) for line in lines):
+        return sum(line["line_total"] for line in lines)
+    return order_data["total"]
+
+
+def points_base(order: dict) -> int:
+    """Points are earned on merchandise, so returning every item reverses every
+    point (a refund of the shipping fee too only caps at what was earned)."""
+    return order.get("merchandise") or order["total"]
+
+
 def reversal_target(earned: int, order_total: int, refunded: int) -> int:
     """Points to have taken back after `refunded` of `order_total` came back:
     floor(earned * refunded / total), capped at `earned` (never more than the

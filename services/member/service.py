@@ -273,21 +273,23 @@ class MemberService(ShopService):
     def on_order_paid(self, envelope):
         data = envelope["data"]
         self._count_paid(data["order_id"], data["member_id"], data["total"],
-                         parse_iso(envelope["occurred_at"]), completed=False)
+                         domain.merchandise_total(data), parse_iso(envelope["occurred_at"]),
+                         completed=False)
 
     @handles("order", "order_completed")
     def on_order_completed(self, envelope):
         data = envelope["data"]
         self._count_paid(data["order_id"], data["member_id"], data["total"],
-                         parse_iso(envelope["occurred_at"]), completed=True)
+                         domain.merchandise_total(data), parse_iso(envelope["occurred_at"]),
+                         completed=True)
 
-    def _count_paid(self, order_id, member_id, total, at, completed: bool) -> None:
+    def _count_paid(self, order_id, member_id, total, merchandise, at, completed: bool) -> None:
         """order_paid counts the spend; order_completed counts it too if order_paid
         never arrived (whichever comes first, once), then earns the points."""
         now = utcnow()
         with self.store.transaction() as tx:
             order = st.upsert_order(tx, order_id, member_id)
-            order = st.mark_paid(tx, order, total, at)
+            order = st.mark_paid(tx, order, total, merchandise, at)
             member = tx.db.members.find_one({"_id": member_id}, session=tx.session)
             order = st.sync_counters(tx, order, member)
             if member is None:
@@ -298,7 +300,7 @@ class MemberService(ShopService):
                 member = tx.db.members.find_one({"_id": member_id}, session=tx.session)
                 points = 0
                 if not member.get("erased"):
-                    points = self.config.points.earn(order["total"],
+                    points = self.config.points.earn(domain.points_base(order),
                                                      self.config.tiers.get(member["tier"]).multiplier)
                 if points > 0:
                     st.earn(tx, member_id, points, order_id, now, self.config)
@@ -326,7 +328,8 @@ class MemberService(ShopService):
     def _reverse_due(self, tx, order, now) -> None:
         if not order.get("earned"):
             return
-        due = domain.reversal_due(order["earned"], order["reversed"], order["total"], order["refunded"])
+        due = domain.reversal_due(order["earned"], order["reversed"], domain.points_base(order),
+                                  order["refunded"])
         if due <= 0:
             return
         sequence = order["reversals"] + 1

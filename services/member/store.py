@@ -331,12 +331,12 @@ def upsert_order(tx, order_id: str, member_id: str) -> dict:
         upsert=True, return_document=ReturnDocument.AFTER, session=tx.session)
 
 
-def mark_paid(tx, order: dict, total: int, paid_at: datetime) -> dict:
+def mark_paid(tx, order: dict, total: int, merchandise: int, paid_at: datetime) -> dict:
     """Record the order as paid (order_paid or, if that never arrived, order_completed).
     The earliest time seen wins; the total is recorded once."""
     update: dict = {"$min": {"paid_at": paid_at}} if order.get("paid_at") else {"$set": {"paid_at": paid_at}}
     if not order["paid"]:
-        update.setdefault("$set", {}).update({"paid": True, "total": total})
+        update.setdefault("$set", {}).update({"paid": True, "total": total, "merchandise": merchandise})
     return tx.db.orders.find_one_and_update({"_id": order["_id"]}, update,
                                             return_document=ReturnDocument.AFTER, session=tx.session)
 

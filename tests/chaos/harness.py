@@ -754,12 +754,14 @@ def reconcile(shop: Shop, world: World, stream: OrderStream, kpis_before: dict |
         problems += [f"member {member_id}: order {oid} reversed {n} of {earned_points.get(oid, 0)} points"
                      for oid, n in reversed_.items() if n > earned_points.get(oid, 0)]
         for oid, points in earned_points.items():
-            # member's rule: cumulative reversal = floor(earned × refunded / total); all of it
-            # once the refunds reach the total (a return keeps the shipping fee, and its points)
+            # member's rule: points are earned on the merchandise (total − shipping fee);
+            # cumulative reversal = floor(earned × refunded / merchandise), all of it once
+            # the refunds reach the merchandise (returning every item reverses every point)
             order, back = orders.get(oid), refunded.get(oid, 0)
             if order is None:
                 continue
-            expect = points if back >= order["total"] else points * back // order["total"]
+            base = order["total"] - order.get("shipping_fee", 0)
+            expect = points if back >= base else points * back // base
             if reversed_.get(oid, 0) != expect:
                 problems.append(f"member {member_id}: {oid} ({order['status']}, refunded {back} of "
                                 f"{order['total']}) reversed {reversed_.get(oid, 0)} of {points} points, "

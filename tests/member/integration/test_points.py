@@ -208,3 +208,19 @@ def test_earn_uses_tier_multiplier(member_service, rpc, events):
     events.send("order_completed", order_completed(paid, mid, 150000))
     wait_for(lambda: balance(rpc, mid) > 0, timeout=30, what="points")
     assert balance(rpc, mid) == 2250
+
+
+def test_points_are_earned_on_merchandise_so_a_full_return_reverses_them_all(member_service, rpc, events):
+    _, db = member_service
+    mid = rpc.member.register_member(member_payload())["id"]
+    order_id = uid("ord")
+    completed = order_completed(order_id, mid, 10000)
+    completed["total"] = 11000  # 10000 of goods and a 1000 shipping fee
+    events.send("order_completed", completed)
+    wait_for(lambda: balance(rpc, mid) == 100, timeout=30, what="points on the goods only")
+    # every item comes back: the goods are refunded, the shipping fee is not
+    events.send("order_refunded", order_refunded(order_id, mid, 6000))
+    wait_for(lambda: balance(rpc, mid) == 40, timeout=30, what="partial reversal")
+    events.send("order_refunded", order_refunded(order_id, mid, 4000))
+    wait_for(lambda: balance(rpc, mid) == 0, timeout=30, what="every point reversed")
+    assert db.orders.find_one({"_id": order_id})["reversed"] == 100
