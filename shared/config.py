@@ -55,6 +55,7 @@ class Settings:
     delivery_limit: int
     transient_retries: int
     transient_backoff: float
+    transient_backoff_max: float
     outbox_sweep_interval: float
     outbox_sweep_grace: float
     extra: dict = field(default_factory=dict)
@@ -77,8 +78,13 @@ class Settings:
             rpc_timeout=env_float("RPC_TIMEOUT", 10.0),
             max_workers=env_int("MAX_WORKERS", 10),
             delivery_limit=env_int("EVENT_DELIVERY_LIMIT", 5),
-            transient_retries=env_int("TRANSIENT_RETRIES", 6),
+            # About 30 s of retries per delivery (0.2 s doubling, capped at 5 s):
+            # long enough to outlast a mongod failover, and, times the delivery
+            # limit, longer than a killed client's open transaction can hold a
+            # lock (MongoDB's transactionLifetimeLimitSeconds, 60 s by default).
+            transient_retries=env_int("TRANSIENT_RETRIES", 10),
             transient_backoff=env_float("TRANSIENT_BACKOFF", 0.2),
+            transient_backoff_max=env_float("TRANSIENT_BACKOFF_MAX", 5.0),
             outbox_sweep_interval=env_float("OUTBOX_SWEEP_INTERVAL", 2.0),
             outbox_sweep_grace=env_float("OUTBOX_SWEEP_GRACE", 5.0),
         )

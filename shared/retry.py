@@ -33,6 +33,28 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, (OperationalError, ConnectionError))
 
 
+def call_with_retries(call, settings, service: str, kind: str, method: str):
+    """Run `call()`; on a transient error run it again with jittered, doubling,
+    capped backoff (settings.transient_*), up to settings.transient_retries times."""
+    attempts = settings.transient_retries if settings else 10
+    backoff = settings.transient_backoff if settings else 0.2
+    ceiling = settings.transient_backoff_max if settings else 5.0
+    for attempt in range(attempts + 1):
+        try:
+            return call()
+        except Exception as exc:
+            if attempt == attempts or not is_transient(exc):
+                raise
+            delay = min(backoff * (2 ** attempt), ceiling) * (0.5 + random.random())
+            metrics.TRANSIENT_RETRIES.labels(service, kind, method).inc()
+            log.warning("transient_error_retrying", method=method, attempt=attempt + 1,
+                        delay_s=round(delay, 3), error=type(exc).__name__)
+            handling = current_event.get()
+            if handling is not None:
+                handling["recorded"] = False  # the aborted transaction took the inbox row with it
+            eventlet.sleep(delay)
+
+
 def retrying(fn, kind: str):
     """Wrap a service method so transient errors re-run it with backoff.
 
@@ -42,23 +64,8 @@ def retrying(fn, kind: str):
 
     @functools.wraps(fn)
     def wrapper(self, *args, **kwargs):
-        settings = getattr(self, "_shop_settings", None)
-        attempts = settings.transient_retries if settings else 6
-        backoff = settings.transient_backoff if settings else 0.2
-        for attempt in range(attempts + 1):
-            try:
-                return fn(self, *args, **kwargs)
-            except Exception as exc:
-                if attempt == attempts or not is_transient(exc):
-                    raise
-                delay = backoff * (2 ** attempt) * (0.5 + random.random())
-                metrics.TRANSIENT_RETRIES.labels(type(self).name, kind, fn.__name__).inc()
-                log.warning("transient_error_retrying", method=fn.__name__, attempt=attempt + 1,
-                            delay_s=round(delay, 3), error=type(exc).__name__)
-                handling = current_event.get()
-                if handling is not None:
-                    handling["recorded"] = False
-                eventlet.sleep(delay)
+        return call_with_retries(lambda: fn(self, *args, **kwargs), getattr(self, "_shop_settings", None),
+                                 type(self).name, kind, fn.__name__)
 
     wrapper.__wrapped_signature__ = fn  # for nameko's signature check (see rpc.py)
     return wrapper

@@ -4,22 +4,19 @@ ingestion function; KPIs are served over RPC, HTTP, Prometheus and a dashboard."
 from __future__ import annotations
 
 import json
-import random
 from datetime import timedelta
 from zoneinfo import ZoneInfo
 
-import eventlet
 from nameko.web.handlers import http
 from pymongo.errors import DuplicateKeyError
 from werkzeug.wrappers import Response
 
 from services.analytics import dashboard, domain, queries, schemas, store, tracking
 from services.analytics.gauges import Gauges
-from shared import metrics
 from shared.clock import utcnow
 from shared.errors import ShopError, ValidationFailed
 from shared.logs import get_logger
-from shared.retry import is_transient
+from shared.retry import call_with_retries
 from shared.rpc import rpc
 from shared.service import ShopService, json_response
 from shared.store import Store
@@ -135,20 +132,15 @@ class AnalyticsService(ShopService):
                 "event_ids": [e["event_id"] for e in envelopes]}
 
     def _ingest_retrying(self, envelope: dict) -> str:
-        """HTTP entrypoints have no chassis retry: write conflicts with replicas folding
-        into the same documents are retried here with backoff."""
-        settings = self._shop_settings
-        for attempt in range(settings.transient_retries + 1):
+        """Each event of a batch is retried on its own (write conflicts with replicas
+        folding into the same documents), so a conflict never redoes the whole batch."""
+        def ingest_once() -> str:
             try:
                 return self.ingest(envelope)
             except DuplicateKeyError:
                 return "duplicate"  # a concurrent request stored it first
-            except Exception as exc:
-                if attempt == settings.transient_retries or not is_transient(exc):
-                    raise
-                metrics.TRANSIENT_RETRIES.labels(self.name, "http", "track").inc()
-                eventlet.sleep(settings.transient_backoff * (2 ** attempt) * (0.5 + random.random()))
-        raise AssertionError("unreachable")
+
+        return call_with_retries(ingest_once, self._shop_settings, self.name, "http", "track")
 
     @http("POST", "/track")
     def http_track(self, request):
