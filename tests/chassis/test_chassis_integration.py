@@ -157,7 +157,12 @@ def test_metrics_and_health_endpoints(start_service, rpc):
     with pytest.raises(NotFound):
         rpc.catalog.get_stock("no-such-product")
     port = settings_of_container(inventory).http_port
-    body = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    # The reply goes out before the worker's metrics are recorded: wait for the last one.
+    def scrape():
+        text = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        return text if 'method="get_stock",outcome="rejected"' in text else None
+
+    body = wait_for(scrape, what="RED metrics")
     assert 'shop_requests_total{kind="rpc",method="adjust_stock",outcome="ok",service="catalog"}' in body
     assert 'shop_requests_total{kind="rpc",method="get_stock",outcome="rejected",service="catalog"}' in body
     assert "shop_request_seconds_bucket" in body
