@@ -142,12 +142,17 @@ def test_the_correlation_id_follows_rpc_calls_and_events(start_service, amqp_uri
     with connect(amqp_uri, correlation_id=correlation) as client:
         assert client.catalog.ask_analytics() == correlation
         client.catalog.adjust_stock(product, 1, "correlation")
-    wait_for(lambda: store_of(analytics).seen.count_documents({"product_id": product}) == 1)
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()
-             if line.startswith("{")]
-    in_analytics = [line for line in lines if line.get("service") == "analytics"
-                    and line.get("correlation_id") == correlation]
-    assert {line.get("event") for line in in_analytics} >= {"echo_called", "stock_adjusted_seen"}
+    # The handler logs after its transaction commits: wait for the log lines themselves.
+    seen: list[dict] = []
+
+    def analytics_logged():
+        seen.extend(json.loads(line) for line in capsys.readouterr().out.splitlines()
+                    if line.startswith("{"))
+        events = {line.get("event") for line in seen if line.get("service") == "analytics"
+                  and line.get("correlation_id") == correlation}
+        return events >= {"echo_called", "stock_adjusted_seen"}
+
+    wait_for(analytics_logged, what="both log lines in the second service")
     assert store_of(analytics).seen.find_one({"product_id": product})["correlation_id"] == correlation
 
 
