@@ -111,35 +111,23 @@ def test_every_event_delivered_twice_and_shuffled(shop, world, kpis_before):
     assert suppressed >= copies["final"], (suppressed, copies)
 
 
-def test_restart_mongod_mid_stream(shop, infra, world, kpis_before):
-    stream = OrderStream(shop, world, count=24, workers=2, pause=0.15, seed_value=4)
-    with Driver(shop, world):
-        stream.start()
-        stream.wait_placed(8)
-        started = time.monotonic()
-        infra.restart_mongod(down_seconds=1.0)
-        log(f"mongod restarted after {stream.placed} orders ({time.monotonic() - started:.1f}s)")
-        stream.wait()
-        shop.wait_all_ready()
-        drain(shop, world, timeout=150)
-    report = reconcile(shop, world, stream, kpis_before, "mongod restart")
-    assert report.placed == stream.count and report.lost == 0
-
-
-def test_restart_rabbitmq_mid_stream(shop, infra, world, kpis_before):
-    if infra.rabbit is None:
+@pytest.mark.parametrize("part, label, seed_value", [("mongod", "mongod restart", 4),
+                                                     ("rabbitmq", "RabbitMQ restart", 5)])
+def test_restart_infrastructure_mid_stream(shop, infra, world, kpis_before, part, label, seed_value):
+    if part == "rabbitmq" and infra.rabbit is None:
         pytest.skip("no rabbitmq-server for a private node (the shared broker is never restarted)")
-    stream = OrderStream(shop, world, count=24, workers=2, pause=0.15, seed_value=5)
+    restart = {"mongod": infra.restart_mongod, "rabbitmq": infra.restart_broker}[part]
+    stream = OrderStream(shop, world, count=24, workers=2, pause=0.15, seed_value=seed_value)
     with Driver(shop, world):
         stream.start()
         stream.wait_placed(8)
         started = time.monotonic()
-        infra.restart_broker(down_seconds=1.0)
-        log(f"RabbitMQ restarted after {stream.placed} orders ({time.monotonic() - started:.1f}s)")
+        restart(down_seconds=1.0)
+        log(f"{label} after {stream.placed} orders ({time.monotonic() - started:.1f}s)")
         stream.wait()
         shop.wait_all_ready()
         drain(shop, world, timeout=150)
-    report = reconcile(shop, world, stream, kpis_before, "RabbitMQ restart")
+    report = reconcile(shop, world, stream, kpis_before, label)
     assert report.placed == stream.count and report.lost == 0
 
 
