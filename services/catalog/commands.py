@@ -16,6 +16,17 @@ from shared.ids import new_id
 AFTER = ReturnDocument.AFTER
 
 
+def _compare_and_set(tx, collection: str, id_field: str, doc_id: str, expected: dict, update: dict,
+                     what: str) -> dict:
+    """Apply `update` only if the document still holds `expected` (what it was read
+    with); otherwise a concurrent change won and the caller gets a Conflict."""
+    updated = tx.db[collection].find_one_and_update({"_id": doc_id, **expected}, update,
+                                                    return_document=AFTER, session=tx.session)
+    if updated is None:
+        raise Conflict(f"the {what} changed meanwhile; try again", {id_field: doc_id})
+    return updated
+
+
 def _product(tx, product_id: str) -> dict:
     return get_or_404(tx.db, "products", product_id, "product_id", tx.session)
 
@@ -86,12 +97,9 @@ def publish_product(tx, product_id: str, now: datetime) -> dict:
     new_status = domain.publish(doc["status"], merchant and merchant["status"])
     if new_status is None:
         return doc
-    updated = tx.db.products.find_one_and_update(
-        {"_id": product_id, "status": doc["status"]},
-        {"$set": {"status": new_status, "published_at": now, "updated_at": now}},
-        return_document=AFTER, session=tx.session)
-    if updated is None:
-        raise Conflict("the product changed meanwhile; try again", {"product_id": product_id})
+    updated = _compare_and_set(tx, "products", "product_id", product_id, {"status": doc["status"]},
+                               {"$set": {"status": new_status, "published_at": now, "updated_at": now}},
+                               "product")
     tx.emit("product_published", {"product_id": product_id, "category": doc["category"],
                                   "price": doc["price"], "currency": doc["currency"],
                                   "title": doc["title"]})
@@ -103,11 +111,8 @@ def unpublish_product(tx, product_id: str, now: datetime, reason: str | None = N
     new_status = domain.unpublish(doc["status"])
     if new_status is None:
         return doc
-    updated = tx.db.products.find_one_and_update(
-        {"_id": product_id, "status": doc["status"]},
-        {"$set": {"status": new_status, "updated_at": now}}, return_document=AFTER, session=tx.session)
-    if updated is None:
-        raise Conflict("the product changed meanwhile; try again", {"product_id": product_id})
+    updated = _compare_and_set(tx, "products", "product_id", product_id, {"status": doc["status"]},
+                               {"$set": {"status": new_status, "updated_at": now}}, "product")
     tx.emit("product_unpublished", {"product_id": product_id, "category": doc["category"],
                                     "reason": reason})
     return updated
@@ -118,11 +123,8 @@ def set_price(tx, product_id: str, price: int, by: str | None, now: datetime) ->
     entry = domain.price_change(doc["price"], price, by, now)
     if entry is None:
         return doc
-    updated = tx.db.products.find_one_and_update(
-        {"_id": product_id, "price": doc["price"]}, {"$set": {"price": price, "updated_at": now}},
-        return_document=AFTER, session=tx.session)
-    if updated is None:
-        raise Conflict("the price changed meanwhile; try again", {"product_id": product_id})
+    updated = _compare_and_set(tx, "products", "product_id", product_id, {"price": doc["price"]},
+                               {"$set": {"price": price, "updated_at": now}}, "price")
     tx.db.price_history.insert_one({"_id": new_id("prh"), "product_id": product_id, **entry},
                                    session=tx.session)
     tx.emit("price_changed", {"product_id": product_id, "old_price": entry["old_price"],
@@ -151,12 +153,9 @@ def change_merchant(tx, merchant_id: str, action: str, reason: str | None, now: 
     if new_status == domain.SUSPENDED:
         push["penalties"] = {"id": new_id("pen"), "kind": "suspension", "reason": reason,
                              "amount": 0, "at": now}
-    updated = tx.db.merchants.find_one_and_update(
-        {"_id": merchant_id, "status": doc["status"]},
-        {"$set": {"status": new_status, "reason": reason, "updated_at": now}, "$push": push},
-        return_document=AFTER, session=tx.session)
-    if updated is None:
-        raise Conflict("the merchant changed meanwhile; try again", {"merchant_id": merchant_id})
+    updated = _compare_and_set(tx, "merchants", "merchant_id", merchant_id, {"status": doc["status"]},
+                               {"$set": {"status": new_status, "reason": reason, "updated_at": now},
+                                "$push": push}, "merchant")
     if new_status == domain.APPROVED:
         tx.emit("merchant_approved", {"merchant_id": merchant_id, "reason": reason})
     elif new_status == domain.SUSPENDED:
@@ -200,12 +199,9 @@ def moderate_review(tx, review_id: str, status: str, note: str | None, now: date
     effect = domain.moderation_effect(doc["status"], status)
     if doc["status"] == status:
         return doc
-    updated = tx.db.reviews.find_one_and_update(
-        {"_id": review_id, "status": doc["status"]},
-        {"$set": {"status": status, "moderated_at": now, "moderation_note": note}},
-        return_document=AFTER, session=tx.session)
-    if updated is None:
-        raise Conflict("the review changed meanwhile; try again", {"review_id": review_id})
+    updated = _compare_and_set(tx, "reviews", "review_id", review_id, {"status": doc["status"]},
+                               {"$set": {"status": status, "moderated_at": now, "moderation_note": note}},
+                               "review")
     if effect:
         product = tx.db.products.find_one_and_update(
             {"_id": doc["product_id"]},
