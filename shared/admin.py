@@ -24,14 +24,21 @@ def declare(amqp_uri: str, services: list[str] | None, delivery_limit: int) -> l
 
 
 def _describe(message) -> dict:
-    body = message.payload if message.content_type else message.body
-    deaths = (message.headers or {}).get("x-death") or [{}]
+    try:
+        body = message.payload if message.content_type else message.body
+    except Exception:  # dead-lettered because it could not be decoded
+        body = None
+    headers = message.headers or {}
+    deaths = headers.get("x-death") or [{}]
     return {
         "event_id": body.get("event_id") if isinstance(body, dict) else None,
         "event_type": body.get("event_type") if isinstance(body, dict) else None,
         "source": body.get("source") if isinstance(body, dict) else None,
-        "reason": deaths[0].get("reason"),
-        "deliveries": (message.headers or {}).get("x-delivery-count"),
+        # Sent by the consumer with why (subscriptions.py), else by the broker's limit.
+        "reason": headers.get("shop-dead-reason") or deaths[0].get("reason"),
+        "error": headers.get("shop-dead-error"),
+        "failures": headers.get("shop-dead-failures"),
+        "deliveries": headers.get("x-delivery-count"),
     }
 
 
@@ -61,7 +68,7 @@ def replay_dead_letters(amqp_uri: str, service: str, limit: int = 1000) -> int:
                 break
             message = channel.message_to_python(raw)
             headers = {k: v for k, v in (message.headers or {}).items()
-                       if not k.startswith("x-")}
+                       if not k.startswith(("x-", "shop-dead-"))}
             producer.publish(message.body, exchange=Exchange(""), routing_key=service_queue_name(service),
                              headers=headers, content_type=message.content_type,
                              content_encoding=message.content_encoding, mandatory=True,
