@@ -3,6 +3,7 @@
     python -m shared.admin declare [SERVICE ...]     idempotent; all consumers by default
     python -m shared.admin dlq list SERVICE [--limit N] [--json]
     python -m shared.admin dlq replay SERVICE [--limit N]
+    (outbox list|retry: `shop outbox ...`, shared/cli.py)
 
 Replay sends each dead-lettered message back to that service's own queue
 only (not to its other consumers), then removes it from the dead-letter queue."""
@@ -82,6 +83,27 @@ def dead_letter_depth(amqp_uri: str, service: str) -> int:
     with Connection(amqp_uri) as conn:
         _, count, _ = conn.default_channel.queue_declare(dead_letter_queue_name(service), passive=True)
         return count
+
+
+def _service_db(service: str):
+    """The service's own database, from the same environment the service reads."""
+    from shared.store import connect
+
+    settings = Settings.from_env(service)
+    return connect(settings.mongo_uri)[settings.database]
+
+
+def list_outbox(service: str, state: str = "parked", limit: int = 50) -> list[dict]:
+    from shared import outbox
+
+    return outbox.list_rows(_service_db(service), state, limit)
+
+
+def retry_outbox(service: str, event_ids: list[str] | None = None) -> int:
+    """Parked rows become due now; the service's relay sweep publishes them."""
+    from shared import outbox
+
+    return outbox.retry_parked(_service_db(service), event_ids)
 
 
 def main(argv: list[str] | None = None) -> int:
