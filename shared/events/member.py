@@ -109,7 +109,9 @@ class TierChanged(EventData):
        consumers=["catalog", "order", "fulfillment", "marketing", "analytics"],
        example={"member_id": MEMBER_ID, "version": 9})
 class MemberErased(EventData):
-    """A member's personal data was erased on request; every holder redacts its copy."""
+    """A member's personal data was erased on request; every holder redacts its copy.
+    Erasure is final: holders apply it whenever it arrives and refuse what comes later, so
+    `version` (the member's, as of the erasure) is informative and not required."""
 
     member_id = Id(required=True)
-    version = Version(required=True)
+    version = Version()
