@@ -39,8 +39,9 @@ def _listing(doc: dict) -> dict:
             "status": doc["status"], "version": doc["version"]}
 
 
-# Every change of a product or merchant that an event (or get_product) shows moves its
-# `version` by one in the same update, so the event carries the version of its own change.
+# Every change of a product's listing or stock, or of a merchant's status, moves its
+# `version` by one in the same update, so the event carries the version of its own change
+# (sales and rating counters carry none: no event announces them as state).
 BUMP = {"version": 1}
 
 
