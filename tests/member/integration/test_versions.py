@@ -39,7 +39,7 @@ def test_racing_changes_move_the_version_once_each(member_service, rpc, events, 
 
     _, db = member_service
     mid = rpc.member.register_member(member_payload(consent={}))["id"]
-    events.send("order_completed", order_completed(uid("ord"), mid, 100000))  # 1000 points
+    events.send("order_completed", order_completed(uid("ord"), mid, 20000))  # 200 points, still bronze
     wait_for(lambda: rpc.member.get_points(mid)["balance"] > 0, timeout=30, what="points earned")
 
     def change(i):
