@@ -88,7 +88,7 @@ def outbox_path(mongo_uri: str, amqp_uri: str, events: int) -> dict:
                                     session=session)
                 tx = Tx(db, session, "catalog")
                 tx.emit("stock_adjusted", {"product_id": f"p{i % 50}", "delta": 1, "reason": "bench",
-                                           "on_hand": 1, "available": 1})
+                                           "on_hand": 1, "available": 1, "version": i + 1})
         relay.publish_all(tx.envelopes)
     elapsed = time.perf_counter() - started
     pending = relay.pending()

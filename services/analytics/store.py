@@ -1,9 +1,10 @@
 """Analytics' MongoDB: the raw event store and the aggregates folded from it.
 
 Every write is a commutative, idempotent-per-event update ($inc, $min, $max,
-$addToSet, last-writer-by-occurred_at), so events folded in any order, by any
-number of replicas, give the same aggregates; the raw insert (unique event_id)
-in the same transaction is the guard against folding an event twice.
+$addToSet, highest owner's version wins per section of an entity: shared/readmodel.py),
+so events folded in any order, by any number of replicas, give the same aggregates; the
+raw insert (unique event_id) in the same transaction is the guard against folding an event
+twice.
 
 Bucket documents (`agg`) and the unfolded counters are sharded
 (`ANALYTICS_COUNTER_SHARDS`, default 16): an event folds into ONE shard of each, the
@@ -30,6 +31,7 @@ from services.analytics import domain
 from shared.clock import parse_iso, utcnow
 from shared.events import TRACKING_SOURCE
 from shared.events.base import REGISTRY, load_all
+from shared.readmodel import apply_if_newer, version_of
 
 RAW = "raw"
 AGG = "agg"
@@ -102,7 +104,6 @@ def counter_shards(settings) -> int:
 
 TRACKING_TYPES = ("session_started", "page_viewed", "product_viewed", "cart_updated",
                   "checkout_started")
-MIN_TIME = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 def analytics_events() -> list[tuple[str, str]]:
@@ -144,15 +145,11 @@ class Fold:
     def update(self, collection: str, _id: str, update: dict) -> None:
         self.db[collection].update_one({"_id": _id}, update, upsert=True, session=self.session)
 
-    def set_latest(self, collection: str, _id: str, at: datetime, values: dict) -> None:
-        """Set each field unless a later event already set it (last writer by occurred_at)."""
-        stage = {}
-        for field, value in values.items():
-            newer = {"$gte": [at, {"$ifNull": [f"${field}_at", MIN_TIME]}]}
-            stage[field] = {"$cond": [newer, {"$literal": value}, f"${field}"]}
-            stage[f"{field}_at"] = {"$max": [at, {"$ifNull": [f"${field}_at", MIN_TIME]}]}
-        self.db[collection].update_one({"_id": _id}, [{"$set": stage}], upsert=True,
-                                       session=self.session)
+    def set_latest(self, collection: str, _id: str, version: int, values: dict, section: str) -> None:
+        """Set a section of an entity unless an event with a version as high already set it
+        (the owner's per-aggregate version, not `occurred_at`: clocks skew and tie)."""
+        apply_if_newer(self.db[collection], _id, version, values, session=self.session,
+                       version_field=f"{section}_version")
 
 
 # --- ingestion --------------------------------------------------------------------------
@@ -178,7 +175,7 @@ def ingest(db, session, envelope: dict, tz: ZoneInfo, now: datetime | None = Non
         status = "unknown"
     else:
         try:
-            spec.validate(data)
+            spec.validate_received(data)
         except ValidationError as exc:
             status, errors = "invalid", exc.messages
     data = domain.minimise(data)
@@ -353,32 +350,45 @@ def erase_member(db, session, member_id: str) -> int:
     return changed
 
 
+# A product event carries its whole listing, a stock event the whole stock level (events
+# published before versions carry only what their type implies, and count as version 0).
+LISTING = ("sku", "title", "category", "price", "currency", "status")
+STOCK = ("on_hand", "available", "threshold", "low")
+
+
+def _listing(f, d, implied: dict) -> None:
+    values = {**implied, **{k: d[k] for k in LISTING if d.get(k) is not None}}
+    f.set_latest("products", d["product_id"], version_of(d), values, "listing")
+
+
+def _stock(f, d, implied: dict) -> None:
+    values = {**implied, **{k: d[k] for k in STOCK if d.get(k) is not None}}
+    f.set_latest("products", d["product_id"], version_of(d), values, "stock")
+
+
 def _product_created(f, d, at):
-    f.set_latest("products", d["product_id"], at, {
-        "title": d["title"], "category": d["category"], "sku": d["sku"], "price": d["price"],
-        "status": d["status"]})
+    _listing(f, d, {})
     f.inc(at, "total", "all", {"products_created": 1})
 
 
 def _product_status(status: str):
     def rule(f, d, at):
-        f.set_latest("products", d["product_id"], at, {"status": status, "category": d["category"]})
+        _listing(f, d, {"status": status})
     return rule
 
 
 def _price_changed(f, d, at):
-    f.set_latest("products", d["product_id"], at, {"price": d["new_price"]})
+    _listing(f, d, {"price": d["new_price"]})
     f.inc(at, "total", "all", {"price_changes": 1})
 
 
 def _stock_adjusted(f, d, at):
-    f.set_latest("products", d["product_id"], at, {"available": d["available"], "on_hand": d["on_hand"]})
+    _stock(f, d, {})
 
 
 def _stock_level(low: bool):
     def rule(f, d, at):
-        f.set_latest("products", d["product_id"], at, {"low": low, "available": d["available"],
-                                                      "threshold": d["threshold"]})
+        _stock(f, d, {"low": low})
         f.inc(at, "total", "all", {"stock_ran_low" if low else "stock_replenished": 1})
     return rule
 
@@ -446,8 +456,9 @@ def _ad_spend(f, d, at):
 
 
 def _experiment_created(f, d, at):
-    f.set_latest("experiments", d["experiment_key"], at, {
-        "variants": [v["name"] for v in d["variants"]], "control": d["control"]})
+    # An experiment's variants and control never change after its one creation event.
+    f.update("experiments", d["experiment_key"], {"$set": {
+        "variants": [v["name"] for v in d["variants"]], "control": d["control"]}})
 
 
 def _experiment_exposed(f, d, at):

@@ -31,6 +31,20 @@ def _product(tx, product_id: str) -> dict:
     return get_or_404(tx.db, "products", product_id, "product_id", tx.session)
 
 
+def _listing(doc: dict) -> dict:
+    """The whole listing every product state event carries, as of the document's version
+    (read models keep the copy with the highest version: shared/readmodel.py)."""
+    return {"product_id": doc["_id"], "sku": doc["sku"], "title": doc["title"],
+            "category": doc["category"], "price": doc["price"], "currency": doc["currency"],
+            "status": doc["status"], "version": doc["version"]}
+
+
+# Every change of a product's listing or stock, or of a merchant's status, moves its
+# `version` by one in the same update, so the event carries the version of its own change
+# (sales and rating counters carry none: no event announces them as state).
+BUMP = {"version": 1}
+
+
 # Products ------------------------------------------------------------------
 def create_product(tx, payload: dict, currency: str, default_threshold: int, now: datetime) -> dict:
     merchant_id = payload["merchant_id"] or domain.HOUSE_MERCHANT_ID
@@ -50,7 +64,7 @@ def create_product(tx, payload: dict, currency: str, default_threshold: int, now
                   "low": domain.is_low(stock, threshold)},
         "sales": 0, "rating_sum": 0, "rating_count": 0, "rating_avg": 0.0,
         "title_tokens": title_tokens, "search_tokens": tokens,
-        "created_at": now, "updated_at": now, "published_at": None,
+        "created_at": now, "updated_at": now, "published_at": None, "version": 1,
     }
     try:
         tx.db.products.insert_one(doc, session=tx.session)
@@ -61,10 +75,7 @@ def create_product(tx, payload: dict, currency: str, default_threshold: int, now
                                    session=tx.session)
     if stock:
         inventory._ledger(tx, doc, "adjust", "initial_stock", None, stock, 0, now)
-    tx.emit("product_created", {
-        "product_id": doc["_id"], "sku": doc["sku"], "title": title, "category": doc["category"],
-        "price": doc["price"], "currency": currency, "merchant_id": merchant_id,
-        "status": doc["status"], "stock": stock})
+    tx.emit("product_created", {**_listing(doc), "merchant_id": merchant_id, "stock": stock})
     return doc
 
 
@@ -83,7 +94,7 @@ def update_product(tx, product_id: str, changes: dict, now: datetime) -> dict:
             sets.get("title", doc["title"]), sets.get("description", doc.get("description")))
     if "low_stock_threshold" in changes:
         sets["stock.threshold"] = changes["low_stock_threshold"]
-    updated = tx.db.products.find_one_and_update({"_id": product_id}, {"$set": sets},
+    updated = tx.db.products.find_one_and_update({"_id": product_id}, {"$set": sets, "$inc": BUMP},
                                                  return_document=AFTER, session=tx.session)
     if "low_stock_threshold" in changes:
         inventory.check_low_stock(tx, updated)
@@ -98,11 +109,9 @@ def publish_product(tx, product_id: str, now: datetime) -> dict:
     if new_status is None:
         return doc
     updated = _compare_and_set(tx, "products", "product_id", product_id, {"status": doc["status"]},
-                               {"$set": {"status": new_status, "published_at": now, "updated_at": now}},
-                               "product")
-    tx.emit("product_published", {"product_id": product_id, "category": doc["category"],
-                                  "price": doc["price"], "currency": doc["currency"],
-                                  "title": doc["title"]})
+                               {"$set": {"status": new_status, "published_at": now, "updated_at": now},
+                                "$inc": BUMP}, "product")
+    tx.emit("product_published", _listing(updated))
     return updated
 
 
@@ -112,9 +121,9 @@ def unpublish_product(tx, product_id: str, now: datetime, reason: str | None = N
     if new_status is None:
         return doc
     updated = _compare_and_set(tx, "products", "product_id", product_id, {"status": doc["status"]},
-                               {"$set": {"status": new_status, "updated_at": now}}, "product")
-    tx.emit("product_unpublished", {"product_id": product_id, "category": doc["category"],
-                                    "reason": reason})
+                               {"$set": {"status": new_status, "updated_at": now}, "$inc": BUMP},
+                               "product")
+    tx.emit("product_unpublished", {**_listing(updated), "reason": reason})
     return updated
 
 
@@ -124,12 +133,11 @@ def set_price(tx, product_id: str, price: int, by: str | None, now: datetime) ->
     if entry is None:
         return doc
     updated = _compare_and_set(tx, "products", "product_id", product_id, {"price": doc["price"]},
-                               {"$set": {"price": price, "updated_at": now}}, "price")
+                               {"$set": {"price": price, "updated_at": now}, "$inc": BUMP}, "price")
     tx.db.price_history.insert_one({"_id": new_id("prh"), "product_id": product_id, **entry},
                                    session=tx.session)
-    tx.emit("price_changed", {"product_id": product_id, "old_price": entry["old_price"],
-                              "new_price": price, "currency": doc["currency"],
-                              "category": doc["category"]})
+    tx.emit("price_changed", {**_listing(updated), "old_price": entry["old_price"],
+                              "new_price": price})
     return updated
 
 
@@ -139,7 +147,7 @@ def apply_merchant(tx, payload: dict, now: datetime) -> dict:
            "contact_email": payload["contact_email"], "description": payload["description"],
            "status": domain.PENDING, "reason": None, "penalties": [],
            "history": [{"at": now, "status": domain.PENDING, "reason": None}],
-           "created_at": now, "updated_at": now}
+           "created_at": now, "updated_at": now, "version": 1}
     tx.db.merchants.insert_one(doc, session=tx.session)
     return doc
 
@@ -155,11 +163,13 @@ def change_merchant(tx, merchant_id: str, action: str, reason: str | None, now: 
                              "amount": 0, "at": now}
     updated = _compare_and_set(tx, "merchants", "merchant_id", merchant_id, {"status": doc["status"]},
                                {"$set": {"status": new_status, "reason": reason, "updated_at": now},
-                                "$push": push}, "merchant")
+                                "$push": push, "$inc": BUMP}, "merchant")
+    announced = {"merchant_id": merchant_id, "reason": reason, "status": new_status,
+                 "version": updated["version"]}
     if new_status == domain.APPROVED:
-        tx.emit("merchant_approved", {"merchant_id": merchant_id, "reason": reason})
+        tx.emit("merchant_approved", announced)
     elif new_status == domain.SUSPENDED:
-        tx.emit("merchant_suspended", {"merchant_id": merchant_id, "reason": reason})
+        tx.emit("merchant_suspended", announced)
         for product in tx.db.products.find({"merchant_id": merchant_id, "status": domain.PUBLISHED},
                                            {"_id": 1}, session=tx.session):
             unpublish_product(tx, product["_id"], now, reason="merchant_suspended")

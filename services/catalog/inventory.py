@@ -14,7 +14,7 @@ from shared.errors import NotFound, ValidationFailed
 from shared.ids import new_id
 
 AFTER = ReturnDocument.AFTER
-STOCK_FIELDS = {"stock": 1, "category": 1, "status": 1}
+STOCK_FIELDS = {"stock": 1, "category": 1, "status": 1, "version": 1}
 
 
 def _ledger(tx, doc: dict, kind: str, reason: str, ref: str | None, d_on_hand: int, d_reserved: int,
@@ -30,30 +30,38 @@ def _ledger(tx, doc: dict, kind: str, reason: str, ref: str | None, d_on_hand: i
 def _move(tx, product_id: str, d_on_hand: int, d_reserved: int, now: datetime,
           guard: dict | None = None) -> dict | None:
     """$inc the counters of one product (available = on_hand - reserved moves
-    with them) if `guard` holds; the product after the change, or None."""
+    with them) and its version if `guard` holds; the product after the change, or None."""
     inc = {"stock.on_hand": d_on_hand, "stock.reserved": d_reserved,
            "stock.available": d_on_hand - d_reserved}
     return tx.db.products.find_one_and_update(
         {"_id": product_id, **(guard or {})},
-        {"$inc": {k: v for k, v in inc.items() if v}, "$set": {"updated_at": now}},
+        {"$inc": {**{k: v for k, v in inc.items() if v}, "version": 1}, "$set": {"updated_at": now}},
         projection=STOCK_FIELDS, return_document=AFTER, session=tx.session)
+
+
+def stock_level(doc: dict) -> dict:
+    """The whole stock level every stock event carries, as of the product's version."""
+    stock = doc["stock"]
+    return {"product_id": doc["_id"], "on_hand": stock["on_hand"],
+            "available": max(stock["available"], 0), "threshold": stock["threshold"],
+            "low": stock["low"], "version": doc["version"]}
 
 
 def check_low_stock(tx, doc: dict) -> str | None:
     """Emit `stock_ran_low` / `stock_replenished` if this change crossed the
-    threshold. The flag flips with a conditional update, so two changes
-    racing across the line fire the event once."""
+    threshold. The flag flips with a conditional update (and a version of its
+    own), so two changes racing across the line fire the event once."""
     stock = doc["stock"]
     event = domain.low_stock_transition(stock["available"], stock["threshold"], stock["low"])
     if event is None:
         return None
     low = event == "stock_ran_low"
-    flipped = tx.db.products.update_one({"_id": doc["_id"], "stock.low": not low},
-                                        {"$set": {"stock.low": low}}, session=tx.session)
-    if not flipped.modified_count:
+    flipped = tx.db.products.find_one_and_update(
+        {"_id": doc["_id"], "stock.low": not low}, {"$set": {"stock.low": low}, "$inc": {"version": 1}},
+        projection=STOCK_FIELDS, return_document=AFTER, session=tx.session)
+    if flipped is None:
         return None
-    tx.emit(event, {"product_id": doc["_id"], "available": max(stock["available"], 0),
-                    "threshold": stock["threshold"]})
+    tx.emit(event, stock_level(flipped))
     return event
 
 
@@ -68,9 +76,7 @@ def adjust(tx, product_id: str, delta: int, reason: str, now: datetime) -> tuple
             raise NotFound(f"no product {product_id}", {"field": "product_id", "product_id": product_id})
         raise ValidationFailed.field("delta", "would make stock negative")
     _ledger(tx, doc, "adjust", reason, None, delta, 0, now)
-    tx.emit("stock_adjusted", {"product_id": product_id, "delta": delta, "reason": reason,
-                               "on_hand": doc["stock"]["on_hand"],
-                               "available": max(doc["stock"]["available"], 0)})
+    tx.emit("stock_adjusted", {**stock_level(doc), "delta": delta, "reason": reason})
     return doc, check_low_stock(tx, doc)
 
 

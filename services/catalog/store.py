@@ -95,6 +95,10 @@ def product_dict(doc: dict) -> dict:
                    "count": doc.get("rating_count", 0)},
         "created_at": _iso(doc.get("created_at")), "updated_at": _iso(doc.get("updated_at")),
         "published_at": _iso(doc.get("published_at")),
+        # The version its events carry: a read model filled from this answer keeps it, so
+        # an older event arriving later cannot overwrite it (0: never changed since before
+        # versions existed).
+        "version": doc.get("version", 0),
     }
 
 
@@ -102,7 +106,8 @@ def stock_dict(doc: dict) -> dict:
     stock = doc["stock"]
     return {"id": doc["_id"], "product_id": doc["_id"], "on_hand": stock["on_hand"],
             "reserved": stock["reserved"], "available": stock["available"],
-            "low_stock_threshold": stock["threshold"], "low_stock": stock["low"]}
+            "low_stock_threshold": stock["threshold"], "low_stock": stock["low"],
+            "version": doc.get("version", 0)}
 
 
 def merchant_dict(doc: dict) -> dict:
@@ -113,6 +118,7 @@ def merchant_dict(doc: dict) -> dict:
         "penalties": [{**p, "at": _iso(p["at"])} for p in doc.get("penalties", [])],
         "history": [{**h, "at": _iso(h["at"])} for h in doc.get("history", [])],
         "created_at": _iso(doc.get("created_at")), "updated_at": _iso(doc.get("updated_at")),
+        "version": doc.get("version", 0),
     }
 
 

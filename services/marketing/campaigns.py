@@ -6,13 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 
-from services.marketing import domain, metrics, schemas
+from services.marketing import domain, metrics, readmodels, schemas
 from services.marketing.channels import ChannelAdapter
 from services.marketing.config import MarketingConfig
 from services.marketing.store import deliver, get_doc, public
 from shared.clock import parse_iso, to_iso
 from shared.errors import NotFound, ValidationFailed
 from shared.ids import new_id
+from shared.readmodel import version_of
 from shared.validation import load
 
 DISPATCH_BATCH = 500
@@ -202,16 +203,14 @@ def _send_one(tx, cfg: MarketingConfig, channels: ChannelAdapter, camp: dict, re
 
 
 def unsubscribe(store, member, member_id, channel, clock: Callable[[], datetime]) -> dict:
-    """Withdraw marketing consent through member (the owner); recorded here at once too.
-    The time is read after member answered, so the `member_consent_changed` it emits is not
-    newer than what is recorded here."""
+    """Withdraw marketing consent through member (the owner); recorded here at once too,
+    at the member's version member answers with, so the `member_consent_changed` it emits
+    (the same version) changes nothing and only a later change of consent does."""
     data = load(schemas.Unsubscribe(), {"member_id": member_id, "channel": channel})
-    member.update_consent(data["member_id"], data["channel"], False)
+    answer = member.update_consent(data["member_id"], data["channel"], False)
     at = to_iso(clock())
     with store.transaction() as tx:
-        tx.db.members.update_one(
-            {"_id": data["member_id"]},
-            {"$set": {f"consents.{data['channel']}": {"granted": False, "at": at},
-                      f"consents_{data['channel']}_at": at}},
-            upsert=True, session=tx.session)
+        readmodels.member_update(tx, data["member_id"], readmodels.consent_section(data["channel"]),
+                                 {f"consents.{data['channel']}": {"granted": False, "at": at}},
+                                 version_of(answer))
     return {"id": data["member_id"], "channel": data["channel"], "granted": False}

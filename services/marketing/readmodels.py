@@ -1,11 +1,15 @@
 """Marketing's copies of other services' facts, kept from their events: members (tier,
 interests, region, consents, erasure), the tier benefits member announces, products (status,
-stock, ratings, units sold) and purchases. Each handler is one transaction; the newest
-`occurred_at` wins, so late or repeated events change nothing."""
+stock, ratings, units sold) and purchases. Each handler is one transaction.
+
+A member's or product's state is kept in sections (tier; profile; each consent; a product's
+listing; its low-stock flag), each with the owner's version of the event that set it
+(`<section>_version`): only a higher version changes it (shared/readmodel.py), so late or
+repeated events change nothing whatever their `occurred_at`."""
 from __future__ import annotations
 
 from services.marketing.config import MarketingConfig
-from services.marketing.store import set_if_newer
+from shared.readmodel import apply_if_newer, version_of
 
 
 def tier_discount_bp(db, config: MarketingConfig, tier) -> int:
@@ -21,7 +25,9 @@ def tier_discount_bp(db, config: MarketingConfig, tier) -> int:
 
 def learn_tier_benefit(tx, tier, percent, at) -> None:
     """Keep the newest discount percent member announced for `tier` (inside the
-    transaction a read then write is safe: a concurrent writer conflicts)."""
+    transaction a read then write is safe: a concurrent writer conflicts). A tier's
+    benefits are member's configuration, not an aggregate with a version: events about
+    different members announce them, so the newest `occurred_at` is the best order known."""
     if not tier or percent is None:
         return
     known = tx.db.tier_benefits.find_one({"_id": tier}, session=tx.session)
@@ -34,33 +40,41 @@ def learn_tier_benefit(tx, tier, percent, at) -> None:
 
 # --- members ---------------------------------------------------------------------------------
 
-def _member_update(tx, member_id: str, field: str, value, at: str) -> None:
-    """Set `field` unless the member is erased or a newer value was already applied."""
-    set_if_newer(tx, "members", member_id, f"{field}_at".replace(".", "_"), at, {field: value},
-                 on_insert={"erased": False}, guard={"erased": {"$ne": True}})
+def member_update(tx, member_id: str, section: str, fields: dict, version: int) -> bool:
+    """Set a section of the member unless the member is erased or a version as high was
+    already applied to it."""
+    return apply_if_newer(tx.db.members, member_id, version, fields, session=tx.session,
+                          version_field=f"{section}_version", on_insert={"erased": False},
+                          guard={"erased": {"$ne": True}})
+
+
+def consent_section(channel: str) -> str:
+    return f"consents_{channel}"
 
 
 def on_member_registered(store, envelope: dict) -> None:
-    data, at = envelope["data"], envelope["occurred_at"]
+    data, at, version = envelope["data"], envelope["occurred_at"], version_of(envelope["data"])
     with store.transaction() as tx:
         learn_tier_benefit(tx, data.get("tier"), data.get("tier_discount_percent"), at)
-        _member_update(tx, data["member_id"], "tier", data.get("tier"), at)
-        _member_update(tx, data["member_id"], "interests", data.get("interests") or [], at)
-        _member_update(tx, data["member_id"], "region", data.get("region"), at)
+        member_update(tx, data["member_id"], "tier", {"tier": data.get("tier")}, version)
+        member_update(tx, data["member_id"], "profile",
+                      {"interests": data.get("interests") or [], "region": data.get("region")}, version)
 
 
 def on_member_consent_changed(store, envelope: dict) -> None:
     data, at = envelope["data"], envelope["occurred_at"]
+    channel = data["channel"]
     with store.transaction() as tx:
-        _member_update(tx, data["member_id"], f"consents.{data['channel']}",
-                       {"granted": bool(data["granted"]), "at": at}, at)
+        member_update(tx, data["member_id"], consent_section(channel),
+                      {f"consents.{channel}": {"granted": bool(data["granted"]), "at": at}},
+                      version_of(data))
 
 
 def on_tier_changed(store, envelope: dict) -> None:
     data, at = envelope["data"], envelope["occurred_at"]
     with store.transaction() as tx:
         learn_tier_benefit(tx, data["new_tier"], data.get("tier_discount_percent"), at)
-        _member_update(tx, data["member_id"], "tier", data["new_tier"], at)
+        member_update(tx, data["member_id"], "tier", {"tier": data["new_tier"]}, version_of(data))
 
 
 def on_member_erased(store, envelope: dict) -> None:
@@ -82,17 +96,18 @@ def on_member_erased(store, envelope: dict) -> None:
 # --- products and purchases ------------------------------------------------------------------
 
 def set_product_status(store, envelope: dict, status: str) -> None:
-    data, at = envelope["data"], envelope["occurred_at"]
+    data = envelope["data"]
     with store.transaction() as tx:
-        set_if_newer(tx, "products", data["product_id"], "status_at", at,
-                     {"status": status, "category": data.get("category")}, on_insert={"units": 0})
+        apply_if_newer(tx.db.products, data["product_id"], version_of(data),
+                       {"status": status, "category": data.get("category")}, session=tx.session,
+                       version_field="listing_version", on_insert={"units": 0})
 
 
 def set_low_stock(store, envelope: dict, low: bool) -> None:
-    data, at = envelope["data"], envelope["occurred_at"]
+    data = envelope["data"]
     with store.transaction() as tx:
-        set_if_newer(tx, "products", data["product_id"], "stock_at", at, {"low_stock": low},
-                     on_insert={"units": 0})
+        apply_if_newer(tx.db.products, data["product_id"], version_of(data), {"low_stock": low},
+                       session=tx.session, version_field="stock_version", on_insert={"units": 0})
 
 
 def on_review_added(store, envelope: dict) -> None:

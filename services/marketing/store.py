@@ -63,16 +63,6 @@ def insert_new(store, collection: str, doc: dict, conflict: Conflict,
         raise conflict from None
 
 
-def set_if_newer(tx, collection: str, doc_id: str, stamp: str, at: str, fields: dict, *,
-                 on_insert: dict, guard: dict | None = None) -> None:
-    """Set `fields` on `doc_id` (created with `on_insert` if missing) unless a fact newer than
-    `at` was already applied (`stamp` holds the `occurred_at` of the last one applied)."""
-    coll = tx.db[collection]
-    coll.update_one({"_id": doc_id}, {"$setOnInsert": on_insert}, upsert=True, session=tx.session)
-    coll.update_one({"_id": doc_id, **(guard or {}), "$or": [{stamp: None}, {stamp: {"$lte": at}}]},
-                    {"$set": {**fields, stamp: at}}, session=tx.session)
-
-
 # --- coupons --------------------------------------------------------------------------------
 
 def _member_key(code: str, member_id: str) -> str:

@@ -53,8 +53,8 @@ class MemberService(ShopService):
                 tx.emit("member_registered", st.registered_event(doc, self.config))
                 for channel, granted in sorted(data["consent"].items()):
                     st.record_consent(tx, doc["_id"], channel, granted, now, "registration")
-                    tx.emit("member_consent_changed",
-                            {"member_id": doc["_id"], "channel": channel, "granted": granted})
+                    tx.emit("member_consent_changed", {"member_id": doc["_id"], "channel": channel,
+                                                       "granted": granted, "version": doc["version"]})
         except DuplicateKeyError:
             raise st.duplicate_email() from None
         metrics.REGISTRATIONS.inc()
@@ -84,7 +84,8 @@ class MemberService(ShopService):
             with self.store.transaction() as tx:
                 st.live_member_doc(tx.db, data["member_id"], tx.session)
                 tx.db.members.update_one({"_id": data["member_id"]},
-                                         {"$set": {**changes, "updated_at": now}}, session=tx.session)
+                                         {"$set": {**changes, "updated_at": now}, "$inc": st.BUMP},
+                                         session=tx.session)
         except DuplicateKeyError:
             raise st.duplicate_email() from None
         log.info("member_profile_updated", member_id=data["member_id"], fields=sorted(data["changes"]))
@@ -96,9 +97,10 @@ class MemberService(ShopService):
         now = utcnow()
         with self.store.transaction() as tx:
             st.get_member_doc(tx.db, data["member_id"], tx.session)
-            erased_now = st.erase(tx, data["member_id"], now)
+            version = st.erase(tx, data["member_id"], now)
+            erased_now = version is not None
             if erased_now:
-                tx.emit("member_erased", {"member_id": data["member_id"]})
+                tx.emit("member_erased", {"member_id": data["member_id"], "version": version})
         doc = st.get_member_doc(self.store.db, data["member_id"])
         if erased_now:
             metrics.ERASURES.inc()
@@ -118,16 +120,19 @@ class MemberService(ShopService):
             current = doc["consent"][channel]
             changed = current["granted"] != granted
             if changed:
-                tx.db.members.update_one({"_id": member_id},
-                                         {"$set": {f"consent.{channel}": {"granted": granted, "at": now},
-                                                   "updated_at": now}}, session=tx.session)
+                after = tx.db.members.find_one_and_update(
+                    {"_id": member_id},
+                    {"$set": {f"consent.{channel}": {"granted": granted, "at": now}, "updated_at": now},
+                     "$inc": st.BUMP},
+                    projection={"version": 1}, return_document=ReturnDocument.AFTER, session=tx.session)
                 st.record_consent(tx, member_id, channel, granted, now, "member")
                 tx.emit("member_consent_changed", {"member_id": member_id, "channel": channel,
-                                                   "granted": granted})
+                                                   "granted": granted, "version": after["version"]})
         if changed:
             metrics.CONSENT_CHANGES.labels(channel, str(granted).lower()).inc()
         return {"id": member_id, "member_id": member_id, "channel": channel, "granted": granted,
-                "changed": changed, "at": st._iso(now if changed else current["at"])}
+                "changed": changed, "at": st._iso(now if changed else current["at"]),
+                "version": after["version"] if changed else doc.get("version", 0)}
 
     @rpc
     def get_consent(self, member_id):

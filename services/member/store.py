@@ -50,6 +50,14 @@ INDEXES = {
 }
 
 
+# Every change of a member that an event announces (and a profile update, whose fields
+# get_member returns) moves the member's `version` by one in the same update; the event
+# carries the version of its own change, and read models elsewhere keep the highest
+# (shared/readmodel.py). Order counters (orders_count, spend) carry no version: no event
+# announces them as state.
+BUMP = {"version": 1}
+
+
 def _iso(value: datetime | None) -> str | None:
     return to_iso(as_utc(value)) if value is not None else None
 
@@ -109,6 +117,7 @@ def new_member_doc(data: dict, member_id: str, now: datetime, base_tier: str) ->
         "updated_at": now,
         "erased": False,
         "erased_at": None,
+        "version": 1,
     }
 
 
@@ -131,6 +140,7 @@ def member_view(doc: dict, config: MemberConfig, now: datetime, window_spend: in
         "tier_progress": config.tiers.progress(window_spend),
         "points_balance": doc.get("points_balance", 0),
         "orders_count": doc.get("orders_count", 0),
+        "version": doc.get("version", 0),
         "registered_at": _iso(doc["registered_at"]),
         "updated_at": _iso(doc.get("updated_at")),
         "last_order_at": _iso(doc.get("last_order_at")),
@@ -155,7 +165,8 @@ def registered_event(doc: dict, config: MemberConfig) -> dict:
     tier = config.tiers.get(doc["tier"])
     return {"member_id": doc["_id"], "region": doc.get("region"), "gender": doc.get("gender"),
             "birth_year": doc.get("birth_year"), "interests": list(doc.get("interests") or []),
-            "tier": tier.name, "tier_discount_percent": tier.discount_percent}
+            "tier": tier.name, "tier_discount_percent": tier.discount_percent,
+            "version": doc["version"]}
 
 
 def record_consent(tx, member_id: str, channel: str, granted: bool, now: datetime, source: str) -> None:
@@ -169,19 +180,20 @@ def consent_history(db, member_id: str) -> list[dict]:
             for h in db.consent_history.find({"member_id": member_id}).sort([("at", 1), ("_id", 1)])]
 
 
-def erase(tx, member_id: str, now: datetime) -> bool:
+def erase(tx, member_id: str, now: datetime) -> int | None:
     """Irreversibly drop the member's personal data; keep the anonymous
-    account (tier, balance, counters) and the ledger. False if already erased."""
+    account (tier, balance, counters) and the ledger. The member's version after
+    the erasure, None if already erased."""
     nulls = {field: None for field in domain.PERSONAL_FIELDS}
     nulls["interests"] = []
-    result = tx.db.members.update_one(
+    erased = tx.db.members.find_one_and_update(
         {"_id": member_id, "erased": False},
         {"$set": {**nulls, "erased": True, "erased_at": now, "updated_at": now,
                   "consent": {ch: {"granted": False, "at": now} for ch in ("email", "sms")}},
-         "$unset": {"email_norm": ""}},
-        session=tx.session)
-    if result.modified_count == 0:
-        return False
+         "$unset": {"email_norm": ""}, "$inc": BUMP},
+        projection={"version": 1}, return_document=ReturnDocument.AFTER, session=tx.session)
+    if erased is None:
+        return None
     for ch in ("email", "sms"):
         record_consent(tx, member_id, ch, False, now, "erasure")
     # Our own outbox keeps published envelopes a day: redact the persona fields
@@ -191,7 +203,7 @@ def erase(tx, member_id: str, now: datetime) -> bool:
         {"$set": {"envelope.data.region": None, "envelope.data.gender": None,
                   "envelope.data.birth_year": None, "envelope.data.interests": []}},
         session=tx.session)
-    return True
+    return erased["version"]
 
 
 # --------------------------------------------------------------------------- points
@@ -229,7 +241,8 @@ def _consume_lots(tx, member_id: str, points: int, now: datetime, first_order: s
 
 
 def earn(tx, member_id: str, points: int, order_id: str, now: datetime, config: MemberConfig) -> dict:
-    after = tx.db.members.find_one_and_update({"_id": member_id}, {"$inc": {"points_balance": points}},
+    after = tx.db.members.find_one_and_update({"_id": member_id},
+                                              {"$inc": {"points_balance": points, **BUMP}},
                                               return_document=ReturnDocument.AFTER, session=tx.session)
     balance = after["points_balance"]
     remaining = domain.lot_remaining_after_earn(points, balance - points)
@@ -238,21 +251,22 @@ def earn(tx, member_id: str, points: int, order_id: str, now: datetime, config: 
                                  "expires_at": config.points.expires_at(now)}, session=tx.session)
     entry = _append(tx, member_id, "earn", points, balance, now, f"earn:{order_id}", order_id=order_id)
     tx.emit("points_earned", {"member_id": member_id, "points": points, "balance": balance,
-                              "order_id": order_id})
+                              "order_id": order_id, "version": after["version"]})
     return entry
 
 
 def reverse(tx, member_id: str, points: int, order_id: str, sequence: int, now: datetime) -> dict:
     """Take back points an order earned. The balance may go negative when they
     were already spent (a debt the next earn pays back first)."""
-    after = tx.db.members.find_one_and_update({"_id": member_id}, {"$inc": {"points_balance": -points}},
+    after = tx.db.members.find_one_and_update({"_id": member_id},
+                                              {"$inc": {"points_balance": -points, **BUMP}},
                                               return_document=ReturnDocument.AFTER, session=tx.session)
     _consume_lots(tx, member_id, points, now, first_order=order_id)
     balance = after["points_balance"]
     entry = _append(tx, member_id, "reverse", -points, balance, now, f"reverse:{order_id}:{sequence}",
                     order_id=order_id)
     tx.emit("points_reversed", {"member_id": member_id, "points": points, "balance": balance,
-                                "order_id": order_id})
+                                "order_id": order_id, "version": after["version"]})
     return entry
 
 
@@ -269,7 +283,7 @@ def redeem(tx, member_id: str, points: int, reason: str, request_id: str | None,
     redemptions can never take the balance below zero."""
     after = tx.db.members.find_one_and_update(
         {"_id": member_id, "erased": False, "points_balance": {"$gte": points}},
-        {"$inc": {"points_balance": -points}},
+        {"$inc": {"points_balance": -points, **BUMP}},
         return_document=ReturnDocument.AFTER, session=tx.session)
     if after is None:
         doc = live_member_doc(tx.db, member_id, tx.session)
@@ -281,7 +295,8 @@ def redeem(tx, member_id: str, points: int, reason: str, request_id: str | None,
     entry = _append(tx, member_id, "redeem", -points, after["points_balance"], now, key,
                     reason=reason, request_id=request_id)
     tx.emit("points_redeemed", {"member_id": member_id, "points": points,
-                                "balance": after["points_balance"], "order_id": None})
+                                "balance": after["points_balance"], "order_id": None,
+                                "version": after["version"]})
     return entry
 
 
@@ -301,11 +316,13 @@ def expire_lot(tx, lot_id: str, now: datetime) -> int:
         return 0
     points = before["remaining"]
     member_id = before["member_id"]
-    after = tx.db.members.find_one_and_update({"_id": member_id}, {"$inc": {"points_balance": -points}},
+    after = tx.db.members.find_one_and_update({"_id": member_id},
+                                              {"$inc": {"points_balance": -points, **BUMP}},
                                               return_document=ReturnDocument.AFTER, session=tx.session)
     _append(tx, member_id, "expire", -points, after["points_balance"], now, f"expire:{lot_id}")
     tx.emit("points_expired", {"member_id": member_id, "points": points,
-                               "balance": after["points_balance"], "order_id": None})
+                               "balance": after["points_balance"], "order_id": None,
+                               "version": after["version"]})
     return points
 
 
@@ -388,14 +405,19 @@ def refresh_tier(tx, member_id: str, now: datetime, config: MemberConfig) -> str
     changed = new.name != old and not member.get("erased")
     if changed:
         changes.update({"tier": new.name, "tier_changed_at": now})
-    result = tx.db.members.update_one({"_id": member_id, "tier": old}, {"$set": changes}, session=tx.session)
-    if not changed or result.modified_count == 0:
+    if not changed:
+        tx.db.members.update_one({"_id": member_id, "tier": old}, {"$set": changes}, session=tx.session)
+        return None
+    after = tx.db.members.find_one_and_update({"_id": member_id, "tier": old},
+                                              {"$set": changes, "$inc": BUMP}, projection={"version": 1},
+                                              return_document=ReturnDocument.AFTER, session=tx.session)
+    if after is None:
         return None
     direction = config.tiers.direction(old, new.name)
     tx.emit("tier_changed", {"member_id": member_id, "old_tier": old, "new_tier": new.name,
                              "tier": new.name, "tier_discount_percent": new.discount_percent,
                              "points_multiplier": str(new.multiplier), "direction": direction,
-                             "spend_in_window": spend})
+                             "spend_in_window": spend, "version": after["version"]})
     metrics.TIER_CHANGES.labels(direction).inc()
     return new.name
 

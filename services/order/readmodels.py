@@ -1,57 +1,40 @@
 """Local read models of products (price, status, category) and member tiers, fed by
 catalog's and member's events, with one RPC fallback on a miss.
 
-Events may arrive late or out of order: each field remembers the `occurred_at` of
-the event that set it and only a newer event changes it. A fallback answer is
-stamped with the time it was fetched (newer events still win)."""
+Events may arrive late or out of order: each document keeps the owner's `version` of the
+event that set it and only a higher version changes it (shared/readmodel.py). A fallback
+answer carries the owner's version too, so it is one more writer under the same rule."""
 from __future__ import annotations
 
 from datetime import datetime
 
-from shared.clock import to_iso
 from shared.errors import NotFound, ServiceTimeout, ServiceUnavailable, ValidationFailed
 from shared.logs import get_logger
+from shared.readmodel import apply_if_newer, version_of
 
 log = get_logger(__name__)
 
 PUBLISHED = "published"
-
-
-def merge(doc: dict | None, changes: dict, at: str) -> dict:
-    """Pure: apply `changes` (field → value) stamped `at` to a read-model doc, keeping
-    for each field whichever value is newer. Returns the new doc (without `_id`)."""
-    doc = {k: v for k, v in (doc or {}).items() if k != "_id"}
-    stamps = dict(doc.get("stamps") or {})
-    for field, value in changes.items():
-        if stamps.get(field) is None or stamps[field] <= at:
-            doc[field] = value
-            stamps[field] = at
-    doc["stamps"] = stamps
-    return doc
+LISTING = ("category", "price", "status", "currency")
+# What a product event published before versions (and the whole listing) implied.
+IMPLIED = {"product_created": lambda d: {},
+           "product_published": lambda d: {"status": PUBLISHED},
+           "product_unpublished": lambda d: {"status": "unpublished"},
+           "price_changed": lambda d: {"price": d.get("new_price")}}
 
 
 def product_changes(event_type: str, data: dict) -> dict:
-    if event_type == "product_created":
-        changes = {"category": data["category"], "price": data["price"], "status": data["status"]}
-        if data.get("currency"):
-            changes["currency"] = data["currency"]
-        return changes
-    if event_type == "product_published":
-        return {"status": PUBLISHED, "category": data["category"]}
-    if event_type == "product_unpublished":
-        return {"status": "unpublished", "category": data["category"]}
-    if event_type == "price_changed":
-        changes = {"price": data["new_price"]}
-        if data.get("currency"):
-            changes["currency"] = data["currency"]
-        return changes
-    raise ValueError(f"not a product event: {event_type}")
+    """The listing fields a product event sets: all of them on a versioned event (it
+    carries the whole listing), what its type implies on an older one."""
+    if event_type not in IMPLIED:
+        raise ValueError(f"not a product event: {event_type}")
+    changes = {**IMPLIED[event_type](data), **{f: data[f] for f in LISTING if data.get(f) is not None}}
+    return {k: v for k, v in changes.items() if v is not None}
 
 
-def apply(collection, session, key: str, changes: dict, at: str) -> None:
-    doc = collection.find_one({"_id": key}, session=session)
-    merged = merge(doc, changes, at)
-    collection.replace_one({"_id": key}, merged, upsert=True, session=session)
+def apply(collection, session, key: str, changes: dict, version: int) -> bool:
+    """Keep `changes` if `version` is higher than the one stored for `key`."""
+    return apply_if_newer(collection, key, version, changes, session=session)
 
 
 class ReadModels:
@@ -81,17 +64,12 @@ class ReadModels:
         except ServiceTimeout:
             raise ServiceUnavailable("catalog did not answer; try again",
                                      {"service": "catalog", "product_id": product_id}) from None
-        changes = {"category": answer.get("category"), "price": answer.get("price"),
-                   "status": answer.get("status")}
-        if answer.get("currency"):
-            changes["currency"] = answer["currency"]
-        # Catalog's answer is as of now: stamped `now`, it wins over older events and
+        changes = {f: answer.get(f) for f in LISTING if answer.get(f) is not None}
+        # Catalog's answer carries the product's version: it wins over older events and
         # loses to newer ones, like any event would.
-        merged = merge(self.db.products.find_one({"_id": product_id}),
-                       {k: v for k, v in changes.items() if v is not None}, to_iso(now))
-        self.db.products.replace_one({"_id": product_id}, merged, upsert=True)
-        log.info("product_read_model_filled", product_id=product_id)
-        return merged
+        apply_if_newer(self.db.products, product_id, version_of(answer), changes)
+        log.info("product_read_model_filled", product_id=product_id, version=version_of(answer))
+        return self.db.products.find_one({"_id": product_id})
 
     def tier(self, member_id: str, now: datetime) -> str | None:
         """The member's tier; a miss asks member once. Unknown member → ValidationFailed; member
@@ -108,7 +86,5 @@ class ReadModels:
             raise ValidationFailed.field("member_id", "unknown member") from None
         tier = answer.get("tier")
         if tier:
-            self.db.members.update_one({"_id": member_id},
-                                       {"$setOnInsert": {"tier": tier, "stamps": {"tier": to_iso(now)}}},
-                                       upsert=True)
+            apply_if_newer(self.db.members, member_id, version_of(answer), {"tier": tier})
         return tier

@@ -17,8 +17,9 @@ from services.order.settings import (
 )
 from services.order.store import INDEXES
 from services.order.workflow import OrderWorkflow
-from shared.clock import parse_iso, to_iso, utcnow
+from shared.clock import utcnow
 from shared.logs import get_logger
+from shared.readmodel import version_of
 from shared.rpc import RpcClient, rpc
 from shared.service import ShopService
 from shared.store import Store
@@ -165,13 +166,8 @@ class OrderService(ShopService):
         data = envelope["data"]
         with self.store.transaction() as tx:
             apply(tx.db.products, tx.session, data["product_id"],
-                  product_changes(envelope["event_type"], data), _stamp(envelope))
+                  product_changes(envelope["event_type"], data), version_of(data))
 
     def _member_tier(self, member_id, tier, envelope):
         with self.store.transaction() as tx:
-            apply(tx.db.members, tx.session, member_id, {"tier": tier}, _stamp(envelope))
-
-
-def _stamp(envelope) -> str:
-    """The event's time in our one ISO format, so stamps compare as strings."""
-    return to_iso(parse_iso(envelope["occurred_at"]))
+            apply(tx.db.members, tx.session, member_id, {"tier": tier}, version_of(envelope["data"]))

@@ -12,6 +12,9 @@ from typing import Any
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate
 
 SCHEMA_VERSION = 1
+# Required of producers, optional to consumers: the aggregate version (shared/readmodel.py)
+# came after events already in queues, outboxes and analytics' raw store.
+TOLERATED_MISSING = ("version",)
 
 
 class EventData(Schema):
@@ -53,6 +56,12 @@ class EventSpec:
     def validate(self, data: dict) -> dict:
         """Return the loaded payload, or raise marshmallow's ValidationError."""
         return self.schema().load(data)
+
+    def validate_received(self, data: dict) -> dict:
+        """`validate` for a consumer: fields added as required later (`TOLERATED_MISSING`)
+        may be missing from events published before them, still in flight or replayed."""
+        schema = self.schema()
+        return schema.load(data, partial=tuple(n for n in TOLERATED_MISSING if n in schema.fields))
 
 
 REGISTRY: dict[tuple[str, str], EventSpec] = {}

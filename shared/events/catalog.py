@@ -12,6 +12,7 @@ from shared.events.fields import (
     ProductQuantity,
     ShortLine,
     Text,
+    Version,
     WholeNumber,
     lines_of,
 )
@@ -24,15 +25,31 @@ MERCHANT_ID = "mch_01JD5N3B8C2D4E6F7G9H1J2K3L"
 MEMBER_ID = "mem_01JD7Q4W2E6R8T0Y1U3I5O7P9A"
 
 
-@event(SOURCE, "product_created", consumers=["order", "marketing", "analytics"], example={
-    "product_id": PRODUCT_ID, "sku": "TEE-COTTON-WHT-M", "title": "Cotton crew T-shirt, white",
-    "category": "apparel", "price": 12900, "currency": "CNY", "merchant_id": MERCHANT_ID,
-    "status": "draft",
-})
-class ProductCreated(EventData):
-    """A product entered the catalog (not yet on sale until published)."""
+CARD = {"sku": "TEE-COTTON-WHT-M", "title": "Cotton crew T-shirt, white", "category": "apparel",
+        "price": 12900, "currency": "CNY"}
+
+
+class ProductState(EventData):
+    """A change of a product's listing. Every such event carries the whole listing as of
+    `version` (sku, title, category, price, currency, status), so a read model replaces its
+    copy when the version is higher and loses nothing by skipping a lower one."""
 
     product_id = Id(required=True)
+    version = Version(required=True)
+    sku = Text()
+    title = Text()
+    category = Text()
+    price = Money()
+    currency = Currency()
+    status = Text()
+
+
+@event(SOURCE, "product_created", consumers=["order", "marketing", "analytics"], example={
+    "product_id": PRODUCT_ID, **CARD, "merchant_id": MERCHANT_ID, "status": "draft", "version": 1,
+})
+class ProductCreated(ProductState):
+    """A product entered the catalog (not yet on sale until published)."""
+
     sku = Text(required=True)
     title = Text(required=True)
     category = Text(required=True)
@@ -43,51 +60,62 @@ class ProductCreated(EventData):
     status = Text(required=True)
 
 
-class ProductListing(EventData):
+class ProductListing(ProductState):
     """A product's visibility changed."""
 
-    product_id = Id(required=True)
     category = Text(required=True)
 
 
 @event(SOURCE, "product_published", consumers=["order", "marketing", "analytics"], example={
-    "product_id": PRODUCT_ID, "category": "apparel",
+    "product_id": PRODUCT_ID, **CARD, "status": "published", "version": 2,
 })
 class ProductPublished(ProductListing):
     """A product went on sale."""
 
 
 @event(SOURCE, "product_unpublished", consumers=["order", "marketing", "analytics"], example={
-    "product_id": PRODUCT_ID, "category": "apparel",
+    "product_id": PRODUCT_ID, **CARD, "price": 9900, "status": "unpublished", "version": 4,
+    "reason": None,
 })
 class ProductUnpublished(ProductListing):
     """A product was taken off sale."""
 
 
 @event(SOURCE, "price_changed", consumers=["order", "analytics"], example={
-    "product_id": PRODUCT_ID, "old_price": 12900, "new_price": 9900, "currency": "CNY",
+    "product_id": PRODUCT_ID, "old_price": 12900, "new_price": 9900, **CARD, "price": 9900,
+    "status": "published", "version": 3,
 })
-class PriceChanged(EventData):
-    """A product's price changed (tax-inclusive, minor units)."""
+class PriceChanged(ProductState):
+    """A product's price changed (tax-inclusive, minor units); `price` equals `new_price`."""
 
-    product_id = Id(required=True)
     old_price = Money(required=True)
     new_price = Money(required=True)
-    currency = Currency()
+
+
+class StockState(EventData):
+    """A change of a product's stock level. Every such event carries the whole level as of
+    `version` (the product's version: listing and stock share one counter): on_hand,
+    available, threshold and the low-stock flag."""
+
+    product_id = Id(required=True)
+    version = Version(required=True)
+    on_hand = Count()
+    available = Count(required=True)
+    threshold = Count()
+    low = fields.Bool()
 
 
 @event(SOURCE, "stock_adjusted", consumers=["analytics"], example={
     "product_id": PRODUCT_ID, "delta": 50, "reason": "purchase_order_received",
-    "on_hand": 170, "available": 158,
+    "on_hand": 170, "available": 158, "threshold": 5, "low": False, "version": 7,
 })
-class StockAdjusted(EventData):
-    """An operator changed stock on hand; `delta` is signed."""
+class StockAdjusted(StockState):
+    """An operator changed stock on hand; `delta` is signed. `low` is the flag before a
+    crossing this change causes (the crossing follows as its own event, one version up)."""
 
-    product_id = Id(required=True)
     delta = WholeNumber(required=True)
     reason = Text(required=True)
     on_hand = Count(required=True)
-    available = Count(required=True)
 
 
 @event(SOURCE, "stock_reserved", consumers=["order"], example={
@@ -125,44 +153,47 @@ class StockReleased(EventData):
     reason = Text()
 
 
-class StockLevel(EventData):
+class StockLevel(StockState):
     """A product's available stock crossed its low-stock threshold."""
 
-    product_id = Id(required=True)
-    available = Count(required=True)
     threshold = Count(required=True)
 
 
 @event(SOURCE, "stock_ran_low", consumers=["marketing", "analytics"], example={
-    "product_id": PRODUCT_ID, "available": 4, "threshold": 5,
+    "product_id": PRODUCT_ID, "available": 4, "threshold": 5, "on_hand": 16, "low": True,
+    "version": 9,
 })
 class StockRanLow(StockLevel):
     """Available stock fell to or below the product's threshold."""
 
 
 @event(SOURCE, "stock_replenished", consumers=["marketing", "analytics"], example={
-    "product_id": PRODUCT_ID, "available": 120, "threshold": 5,
+    "product_id": PRODUCT_ID, "available": 120, "threshold": 5, "on_hand": 132, "low": False,
+    "version": 12,
 })
 class StockReplenished(StockLevel):
     """Available stock rose above the product's threshold again."""
 
 
 class MerchantStatusChanged(EventData):
-    """A merchant's admission status changed."""
+    """A merchant's admission status changed; `status` and `version` are the merchant's."""
 
     merchant_id = Id(required=True)
     reason = fields.Str(required=True, allow_none=True)
+    version = Version(required=True)
+    status = Text()
 
 
 @event(SOURCE, "merchant_approved", consumers=["analytics"], example={
-    "merchant_id": MERCHANT_ID, "reason": None,
+    "merchant_id": MERCHANT_ID, "reason": None, "status": "approved", "version": 2,
 })
 class MerchantApproved(MerchantStatusChanged):
     """A merchant's application was approved; `reason` is null when none was given."""
 
 
 @event(SOURCE, "merchant_suspended", consumers=["analytics"], example={
-    "merchant_id": MERCHANT_ID, "reason": "counterfeit goods reported",
+    "merchant_id": MERCHANT_ID, "reason": "counterfeit goods reported", "status": "suspended",
+    "version": 3,
 })
 class MerchantSuspended(MerchantStatusChanged):
     """A merchant was suspended; no product of theirs sells until reinstated."""

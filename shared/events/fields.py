@@ -60,6 +60,17 @@ class Money(WholeNumber):
         super().__init__(minimum=0, **kwargs)
 
 
+class Version(WholeNumber):
+    """The owner's version of the aggregate whose state the event carries (shared/readmodel.py)."""
+
+    description = ("the aggregate's version: +1 with each change of its state, in the owner's "
+                   "transaction; read models apply only a higher one (missing on events "
+                   "published before versions: counts as 0)")
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(minimum=1, **kwargs)
+
+
 class Currency(fields.Str):
     """An ISO 4217 code; one per deployment (SHOP_CURRENCY)."""
 

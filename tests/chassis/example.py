@@ -44,12 +44,14 @@ class ExampleInventory(ShopService):
             on_hand = doc["on_hand"] + change["delta"]
             if on_hand < 0:
                 raise ValidationFailed.field("delta", "would make stock negative")
+            version = doc.get("version", 0) + 1  # the aggregate's version (shared/readmodel.py)
             tx.db.stock.update_one({"_id": change["product_id"]},
-                                   {"$set": {"on_hand": on_hand, "reserved": doc["reserved"]}},
+                                   {"$set": {"on_hand": on_hand, "reserved": doc["reserved"],
+                                             "version": version}},
                                    upsert=True, session=tx.session)
             tx.emit("stock_adjusted", {"product_id": change["product_id"], "delta": change["delta"],
                                        "reason": change["reason"], "on_hand": on_hand,
-                                       "available": on_hand - doc["reserved"]})
+                                       "available": on_hand - doc["reserved"], "version": version})
         log.info("stock_adjusted", product_id=change["product_id"], on_hand=on_hand)
         return {"id": change["product_id"], "on_hand": on_hand, "reserved": doc["reserved"]}
 

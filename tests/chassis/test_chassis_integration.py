@@ -39,7 +39,8 @@ def test_outbox_survives_a_crash_between_commit_and_publish(start_service, setti
     with client.start_session() as session, session.start_transaction():
         db.stock.insert_one({"_id": product, "on_hand": 3, "reserved": 0}, session=session)
         Tx(db, session, "catalog").emit("stock_adjusted", {
-            "product_id": product, "delta": 3, "reason": "crash test", "on_hand": 3, "available": 3})
+            "product_id": product, "delta": 3, "reason": "crash test", "on_hand": 3, "available": 3,
+            "version": 1})
     assert db.outbox.count_documents({"pending": True}) == 1
     # The restarted service's sweep publishes the leftover; the consumer gets it once.
     start_service(ExampleInventory, settings=settings)

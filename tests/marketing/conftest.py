@@ -6,6 +6,7 @@ import os
 os.environ.setdefault("MARKETING_SWEEP_INTERVAL", "3600")  # tests drive expiry with run_expiry(now)
 
 import pytest  # noqa: E402
+from pymongo import ReturnDocument  # noqa: E402
 
 from shared.errors import ValidationFailed  # noqa: E402
 from shared.rpc import rpc  # noqa: E402
@@ -32,12 +33,21 @@ class FakeMember(ShopService):
 
     @rpc
     def update_consent(self, member_id, channel, granted):
-        return self.emit("member_consent_changed", {"member_id": member_id, "channel": channel,
-                                                    "granted": granted})
+        envelope = self.emit("member_consent_changed", {"member_id": member_id, "channel": channel,
+                                                        "granted": granted})
+        return {"member_id": member_id, "channel": channel, "granted": granted,
+                "version": envelope["data"]["version"]}
 
     @rpc
     def emit(self, event_type, data):
+        """Publish a member event; like the real owner, each one moves the member's version
+        by one (unless the test gives the version itself)."""
         with self.store.transaction() as tx:
+            if "version" not in data and "member_id" in data:
+                counter = tx.db.versions.find_one_and_update(
+                    {"_id": data["member_id"]}, {"$inc": {"version": 1}}, upsert=True,
+                    return_document=ReturnDocument.AFTER, session=tx.session)
+                data = {**data, "version": counter["version"]}
             envelope = tx.emit(event_type, data)
         return envelope
 

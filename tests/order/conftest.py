@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from nameko.amqp.publish import Publisher
-from pymongo import IndexModel
+from pymongo import IndexModel, ReturnDocument
 
 from shared.errors import NotFound, ValidationFailed
 from shared.outbox import build_envelope
@@ -26,19 +26,29 @@ class FakeCatalog(ShopService):
 
     @rpc
     def add_product(self, product, published=True, announce=True):
+        """Created (version 1) and, if `published`, published (version 2), like catalog."""
+        listing = {"product_id": product["id"], "sku": product["id"], "title": "t",
+                   "category": product["category"], "price": product["price"], "currency": "CNY"}
         with self.store.transaction() as tx:
             tx.db.products.insert_one({"_id": product["id"], **product,
-                                       "status": "published" if published else "draft"},
+                                       "status": "published" if published else "draft",
+                                       "version": 2 if published else 1},
                                       session=tx.session)
             if announce:
-                tx.emit("product_created", {"product_id": product["id"], "sku": product["id"],
-                                            "title": "t", "category": product["category"],
-                                            "price": product["price"], "currency": "CNY",
-                                            "merchant_id": None, "status": "draft"})
+                tx.emit("product_created", {**listing, "merchant_id": None, "status": "draft",
+                                            "version": 1})
                 if published:
-                    tx.emit("product_published", {"product_id": product["id"],
-                                                  "category": product["category"]})
+                    tx.emit("product_published", {**listing, "status": "published", "version": 2})
         return {"id": product["id"]}
+
+    @rpc
+    def set_product(self, product_id, changes):
+        """Change the product here without an event (as if the event were still on its way);
+        its version moves like catalog's. Returns the new version."""
+        doc = self.store.db.products.find_one_and_update(
+            {"_id": product_id}, {"$set": changes, "$inc": {"version": 1}},
+            return_document=ReturnDocument.AFTER)
+        return doc["version"]
 
     @rpc
     def get_product(self, product_id):
@@ -46,7 +56,7 @@ class FakeCatalog(ShopService):
         if doc is None:
             raise NotFound("no product", {"product_id": product_id})
         return {"id": doc["_id"], "category": doc["category"], "price": doc["price"],
-                "currency": "CNY", "status": doc["status"]}
+                "currency": "CNY", "status": doc["status"], "version": doc["version"]}
 
     @rpc
     def reservation_of(self, order_id):
@@ -90,7 +100,7 @@ class FakeMember(ShopService):
     def get_member(self, member_id):
         if member_id not in self.tiers:
             raise NotFound("no member", {"member_id": member_id})
-        return {"id": member_id, "tier": self.tiers[member_id]}
+        return {"id": member_id, "tier": self.tiers[member_id], "version": 1}
 
 
 class FakeMarketing(ShopService):

@@ -170,8 +170,11 @@ def test_low_stock_fires_once_per_crossing(catalog, db, rpc, events):
     assert rpc.catalog.get_stock(pid)["low_stock"] is True
     rpc.catalog.adjust_stock(pid, 1, "recount")  # 4: still low, no event
     rpc.catalog.adjust_stock(pid, 10, "restock")  # 14: back above → replenished, re-armed
+    # the whole stock level, at the product's version: create 1, publish 2, three
+    # reservations and the flip to low 3-6, two adjustments 7-8, the flip back 9
     assert emitted(db, "stock_replenished", product_id=pid) == [
-        {"product_id": pid, "available": 14, "threshold": 5}]
+        {"product_id": pid, "available": 14, "threshold": 5, "on_hand": 19, "low": False,
+         "version": 9}]
     rpc.catalog.adjust_stock(pid, -10, "shrinkage")  # 4: crosses again
     assert [e["available"] for e in emitted(db, "stock_ran_low", product_id=pid)] == [4, 4]
 

@@ -90,9 +90,11 @@ def test_set_price_keeps_history_and_emits(catalog, db, rpc):
     history = rpc.catalog.get_price_history(product["id"])
     assert [(h["old_price"], h["new_price"], h["by"]) for h in history] == [
         (12900, 9900, "ops_li"), (None, 12900, "create")]
+    # the whole listing as of the change, at the product's version (created 1, priced 2)
     assert emitted(db, "price_changed", product_id=product["id"]) == [
         {"product_id": product["id"], "old_price": 12900, "new_price": 9900, "currency": "CNY",
-         "category": "apparel"}]
+         "category": "apparel", "sku": product["sku"], "title": product["title"], "price": 9900,
+         "status": "draft", "version": 2}]
     with pytest.raises(ValidationFailed) as err:
         rpc.catalog.set_price(product["id"], -5)
     assert "price" in err.value.field_errors
@@ -153,8 +155,10 @@ def test_merchant_lifecycle_and_suspension_unpublishes(catalog, db, rpc):
     assert suspended["status"] == "suspended"
     assert [p["kind"] for p in suspended["penalties"]] == ["fine", "suspension"]
     assert rpc.catalog.get_product(product["id"])["status"] == "unpublished"
+    # applied 1, approved 2, suspended 3 (a penalty is not a change of status)
     assert emitted(db, "merchant_suspended") == [{"merchant_id": merchant["id"],
-                                                  "reason": "counterfeit goods reported"}]
+                                                  "reason": "counterfeit goods reported",
+                                                  "status": "suspended", "version": 3}]
     assert len(emitted(db, "product_unpublished", product_id=product["id"])) == 1
     with pytest.raises(Conflict):
         rpc.catalog.publish_product(product["id"])

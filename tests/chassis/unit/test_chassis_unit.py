@@ -50,7 +50,8 @@ def test_build_envelope_validates_the_payload_and_names_the_field():
 
 def test_build_envelope_fills_the_envelope():
     envelope = build_envelope("catalog", "stock_adjusted", {
-        "product_id": "p1", "delta": 2, "reason": "restock", "on_hand": 2, "available": 2})
+        "product_id": "p1", "delta": 2, "reason": "restock", "on_hand": 2, "available": 2,
+        "version": 2})
     assert envelope["source"] == "catalog" and envelope["schema_version"] == 1
     assert envelope["event_id"].startswith("evt_") and envelope["correlation_id"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", envelope["occurred_at"])

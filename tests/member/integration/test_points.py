@@ -57,7 +57,7 @@ def test_redelivered_order_completed_earns_once(member_service, rpc, events):
     assert db.ledger.count_documents({"member_id": mid, "kind": "earn"}) == 1
     earned = outbox_events(db, "points_earned", mid)
     assert [e["data"] for e in earned] == [{"member_id": mid, "points": 327, "balance": 327,
-                                            "order_id": order_id}]
+                                            "order_id": order_id, "version": 2}]
     points = rpc.member.get_points(mid)
     assert points["entries"][0]["kind"] == "earn" and points["expiring"][0]["points"] == 327
 
@@ -191,7 +191,7 @@ def test_expiry_with_an_explicit_clock_is_idempotent(member_service, rpc, events
     assert rpc.member.run_expiry(now=later) == {"lots": 0, "points": 0}
     expired = outbox_events(db, "points_expired", mid)
     assert [e["data"] for e in expired] == [{"member_id": mid, "points": 60, "balance": 0,
-                                             "order_id": None}]
+                                             "order_id": None, "version": 4}]  # earn 2, redeem 3
     kinds = [e["kind"] for e in rpc.member.get_points(mid)["entries"]]
     assert kinds == ["expire", "redeem", "earn"]
     with pytest.raises(ValidationFailed) as err:

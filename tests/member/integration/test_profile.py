@@ -28,7 +28,8 @@ def test_register_and_get_member(member_service, rpc):
     text = json.dumps(data)
     assert "Li Wei" not in text and "@" not in text and "138" not in text
     consent = outbox_events(db, "member_consent_changed", member["id"])
-    assert [e["data"] for e in consent] == [{"member_id": member["id"], "channel": "email", "granted": True}]
+    assert [e["data"] for e in consent] == [{"member_id": member["id"], "channel": "email", "granted": True,
+                                             "version": 1}]  # the registration's version
 
 
 @pytest.mark.parametrize("payload,field", [
@@ -155,7 +156,7 @@ def test_consent_per_channel_with_history_and_contactable_list(member_service, r
         rpc.member.get_contact(a["id"], "email")
 
     changes = [e["data"] for e in outbox_events(db, "member_consent_changed", b["id"])]
-    assert changes == [{"member_id": b["id"], "channel": "sms", "granted": True}]
+    assert changes == [{"member_id": b["id"], "channel": "sms", "granted": True, "version": 2}]
 
 
 def test_unknown_channel_names_the_field(member_service, rpc):
@@ -200,7 +201,8 @@ def test_erasure_leaves_no_personal_data(member_service, rpc, events):
     assert view["erased"] is True and "email" not in view and "name" not in view
     assert rpc.member.get_points(mid)["balance"] == 500           # the anonymous ledger stays
     assert db.ledger.count_documents({"member_id": mid}) == 1
-    assert outbox_events(db, "member_erased", mid)[0]["data"] == {"member_id": mid}
+    assert outbox_events(db, "member_erased", mid)[0]["data"] == {
+        "member_id": mid, "version": db.members.find_one({"_id": mid})["version"]}
     assert rpc.member.list_contactable("email")["total"] == 0
 
     again = rpc.member.erase_member(mid)

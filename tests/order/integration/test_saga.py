@@ -337,9 +337,10 @@ def test_tier_from_events_prices_with_benefit(stack, rpc, amqp_uri):
     s = stack()
     db = store_of(s["order"])
     publish(amqp_uri, "member", "member_registered", {"member_id": "mem_t", "region": None, "gender": None,
-                                                       "birth_year": None, "interests": [], "tier": "bronze"})
+                                                       "birth_year": None, "interests": [], "tier": "bronze",
+                                                       "version": 1})
     publish(amqp_uri, "member", "tier_changed", {"member_id": "mem_t", "old_tier": "bronze",
-                                                  "new_tier": "gold"})
+                                                  "new_tier": "gold", "version": 2})
     wait_for(lambda: (db.members.find_one({"_id": "mem_t"}) or {}).get("tier") == "gold", WAIT)
     quote = rpc.order.quote("mem_t", [{"product_id": product(rpc, price=10000), "quantity": 1}])
     assert quote["discount"] == 1000 and quote["shipping_fee"] == 1000

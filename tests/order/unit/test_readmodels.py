@@ -1,21 +1,26 @@
-"""Read-model merging: newer wins per field, late events are ignored."""
-from services.order.readmodels import merge, product_changes
+"""Which listing fields a product event sets (the version rule itself is tested against a
+real mongod in tests/chassis/test_readmodel.py and tests/order/integration)."""
+import pytest
+
+from services.order.readmodels import product_changes
+
+LISTING = {"product_id": "p", "sku": "S", "title": "T", "category": "c", "price": 90,
+           "currency": "CNY", "status": "published", "version": 3}
 
 
-def test_newer_event_wins_per_field():
-    doc = merge(None, {"price": 100, "status": "draft"}, "2026-01-01T00:00:00.000Z")
-    doc = merge(doc, {"status": "published"}, "2026-01-02T00:00:00.000Z")
-    doc = merge(doc, {"price": 90, "status": "draft"}, "2026-01-01T12:00:00.000Z")  # late created
-    assert doc["price"] == 90 and doc["status"] == "published"
+def test_a_versioned_event_sets_the_whole_listing():
+    changes = product_changes("price_changed", {**LISTING, "old_price": 100, "new_price": 90})
+    assert changes == {"category": "c", "price": 90, "status": "published", "currency": "CNY"}
 
 
-def test_late_price_change_ignored():
-    doc = merge(None, product_changes("price_changed", {"product_id": "p", "old_price": 1,
-                                                        "new_price": 80}), "2026-01-03T00:00:00.000Z")
-    doc = merge(doc, product_changes("product_created", {"category": "c", "price": 100, "status": "draft",
-                                                         "currency": "CNY"}), "2026-01-01T00:00:00.000Z")
-    assert doc["price"] == 80 and doc["category"] == "c" and doc["currency"] == "CNY"
+def test_an_event_from_before_versions_sets_what_its_type_implies():
+    assert product_changes("price_changed", {"product_id": "p", "old_price": 1, "new_price": 80}) == {
+        "price": 80}
+    assert product_changes("product_unpublished", {"category": "c"}) == {
+        "status": "unpublished", "category": "c"}
+    assert product_changes("product_published", {"category": "c"})["status"] == "published"
 
 
-def test_unpublished():
-    assert product_changes("product_unpublished", {"category": "c"})["status"] == "unpublished"
+def test_not_a_product_event():
+    with pytest.raises(ValueError):
+        product_changes("stock_adjusted", {})
