@@ -185,7 +185,7 @@ def _commit_rows(db, count, event_type="stock_adjusted", lease_seconds=0.0):
         with client.start_session() as session, session.start_transaction():
             tx = Tx(db, session, "catalog", lease_seconds=lease_seconds)
             ids.append(tx.emit(event_type, {"product_id": f"p{i}", "delta": 1, "reason": "test",
-                                            "on_hand": 1, "available": 1})["event_id"])
+                                            "on_hand": 1, "available": 1, "version": i + 1})["event_id"])
     return ids
 
 

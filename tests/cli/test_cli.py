@@ -71,7 +71,8 @@ def test_outbox_list_and_retry_parked_rows(start_service, settings_for, monkeypa
     db = store_of(container)
     with db.client.start_session() as session, session.start_transaction():
         envelope = Tx(db, session, "catalog").emit("stock_adjusted", {
-            "product_id": "prd_cli", "delta": 1, "reason": "cli", "on_hand": 1, "available": 1})
+            "product_id": "prd_cli", "delta": 1, "reason": "cli", "on_hand": 1, "available": 1,
+            "version": 1})
     db.outbox.update_one({"_id": envelope["event_id"]},
                          {"$set": {"state": "parked", "attempts": 10, "last_error": "unroutable"},
                           "$unset": {"pending": ""}})
