@@ -23,7 +23,7 @@ from shared import inbox, outbox
 from shared.config import settings_of
 from shared.context import current_event
 from shared.logs import get_logger
-from shared.topology import consumers_of_source, declare_suite
+from shared.topology import declare_own_exchange
 
 log = get_logger(__name__)
 
@@ -123,10 +123,12 @@ class Store(DependencyProvider):
     def start(self):
         self.ensure_indexes()
         settings = settings_of(self.container)
-        # The queues of every consumer of our events exist before we publish
-        # one, so nothing is published into the void while a consumer is down.
+        # Only what this service owns: its event exchange. The consumers'
+        # queues are theirs to declare (least privilege); the outbox relay
+        # publishes with `mandatory`, so an event nobody is bound for yet
+        # stays pending instead of vanishing.
         with Connection(settings.amqp_uri) as connection:
-            declare_suite(connection, consumers_of_source(self.service), settings.delivery_limit)
+            declare_own_exchange(connection, self.service)
         self._sweeper = self.container.spawn_managed_thread(
             lambda: self._sweep_forever(settings.outbox_sweep_interval, settings.outbox_sweep_grace),
             identifier="outbox_sweep")
