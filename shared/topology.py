@@ -15,7 +15,6 @@ from nameko.standalone.events import get_event_exchange
 from shared.events import TRACKING_SOURCE
 from shared.events.base import load_all, subscriptions_of
 
-
 # The broker's delivery limit on every `evt--<service>` queue: only a far
 # backstop (the application counts real handler failures); the Kubernetes
 # queue policies and ConfigMap carry the same value (deploy/tools/generate.py).

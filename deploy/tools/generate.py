@@ -20,7 +20,7 @@ import yaml
 K8S = Path(__file__).resolve().parent.parent / "k8s"
 ROOT = K8S.parent.parent
 sys.path.insert(0, str(ROOT))
-warnings.filterwarnings("ignore", message=".*Eventlet is deprecated.*")
+warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
 from shared import topology  # noqa: E402  (the chassis' own names and bindings)
 
@@ -232,7 +232,8 @@ def mongodb(service: str) -> list[dict]:
                 # The one Secret a platform engineer creates per service (README).
                 "passwordSecretRef": {"name": f"{name}-password", "key": "password"},
                 "roles": [{"name": "readWrite", "db": f"shop_{service}"}],
-                "scramCredentialsSecretName": f"{name}-scram",
+                # The operator appends "-scram-credentials": Secret shop-<service>-mongo-scram-credentials.
+                "scramCredentialsSecretName": name,
                 "connectionStringSecretName": f"{name}-uri",
             }],
             "statefulSet": {"spec": {
