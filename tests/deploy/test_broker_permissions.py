@@ -54,7 +54,7 @@ def password_hash(password: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def broker(rendered, base_amqp_uri, tmp_path_factory):
+def broker(rendered, base_amqp_uri):
     """The prod overlay's users, permissions and policies on a fresh vhost, in
     one definitions import (each rabbitmqctl call boots an Erlang VM)."""
     docs = rendered["prod"]
@@ -89,11 +89,14 @@ def broker(rendered, base_amqp_uri, tmp_path_factory):
         definitions["topic_permissions"].append({"user": logins[t["userReference"]["name"]], "vhost": vhost,
                                                  **t["permissions"]})
     assert set(uris) == set(SERVICES)
-    path = tmp_path_factory.mktemp("definitions") / "definitions.json"
-    path.write_text(json.dumps(definitions))
-    path.chmod(0o644)  # the broker's CLI may run as the rabbitmq user
     try:
-        devstack.rabbitmqctl("import_definitions", str(path))
+        # From stdin: Debian's rabbitmqctl runs as the rabbitmq user, who cannot read pytest's tmp.
+        done = subprocess.run(["rabbitmqctl", "import_definitions", "--format", "json"],
+                              input=json.dumps(definitions), capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        # The import finishes in the background: wait until every user can log in.
+        wait_for(lambda: all(devstack.broker_answers(uri) for uri in uris.values()), timeout=60,
+                 what="the imported broker users")
         yield {"uris": uris, "guest": devstack.with_vhost(base_amqp_uri, vhost),
                "delivery_limit": int(configmap(docs)["EVENT_DELIVERY_LIMIT"])}
     finally:
