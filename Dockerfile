@@ -5,6 +5,7 @@
 # inside the build; BASE_IMAGE may be replaced by any Debian bookworm image
 # with python3 and python3-venv (image.sh makes one with debootstrap where the
 # public one cannot be pulled).
+# checkov:skip=CKV_DOCKER_7:checkov cannot resolve ARG; the default below is pinned to a version tag, which tests/deploy asserts
 ARG BASE_IMAGE=python:3.11.7-slim-bookworm
 
 # --- build stage: pip and the wheelhouse live here only ----------------------
