@@ -3,7 +3,11 @@
 One durable quorum queue per consuming service (`evt--<service>`), bound to
 every event type the service handles on each source's nameko event exchange
 (`<source>.events`, topic), with a delivery limit and a dead-letter exchange
-that routes to `evt--<service>.dlq`. RPC queues are nameko's own (classic)."""
+that routes to `evt--<service>.dlq`. RPC queues are nameko's own (classic).
+
+Each service declares only what it owns (least privilege: its broker user
+may touch nothing else, deploy/k8s); a producer never declares its
+consumers' queues, it checks them passively (`missing_queues`)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
