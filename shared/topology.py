@@ -100,8 +100,10 @@ def declare_service(connection: Connection, service: str, handled: Iterable[tupl
                     delivery_limit: int = DEFAULT_DELIVERY_LIMIT) -> Queue:
     """Declare what `service` owns, and nothing of another service's: its own
     event exchange, its dead-letter exchange and queue, its event queue and the
-    queue's bindings. Idempotent, on channels of its own, so it is safe to call
-    again at any time (a repair loop, a reconnect) while the service consumes.
+    queue's bindings. Idempotent, on a channel of its own, so it is safe to call
+    again at any time (a repair loop, a reconnect) while the service consumes;
+    give it a connection of its own too (not the consumer's, whose socket
+    another green thread is reading), e.g. `queue_consumer.connection`.
 
     The queue is declared only after every binding source exchange, and the
     bindings right after it, so a consumer queue that exists is (but for a
