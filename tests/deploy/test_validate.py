@@ -128,7 +128,7 @@ def validate_custom_resources(tools, cases: list[dict]) -> list[str]:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_custom_resources_match_their_upstream_crds(tools, rendered, overlay, crd_schemas):
+def test_custom_resources_match_their_upstream_crds(crd_schemas, tools, rendered, overlay):
     schemas = crd_schemas
     cases = []
     for doc in rendered[overlay]:
@@ -141,7 +141,7 @@ def test_custom_resources_match_their_upstream_crds(tools, rendered, overlay, cr
     assert validate_custom_resources(tools, cases) == []
 
 
-def test_crd_validation_rejects_mistakes(tools, rendered, crd_schemas):
+def test_crd_validation_rejects_mistakes(crd_schemas, tools, rendered):
     """The CRD check can fail: a misspelt field, a wrong type, a bad duration,
     a missing required field, an unknown field inside a typed subtree."""
     schemas = crd_schemas
