@@ -12,7 +12,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 DEST="${1:-$ROOT/.run/crds}"
-RAW="https://raw.githubusercontent.com"
+RAW="${CRDS_BASE_URL:-https://raw.githubusercontent.com}"  # a mirror, if any
 
 # folder  repository  tag  commit  path  sha256
 PINS="

@@ -356,6 +356,7 @@ def test_alerts_cover_the_issue_list(rendered):
               "ShopQueueGrowing": "rabbitmq_queue_messages_ready",
               "ShopDeadLetteredEvents": "shop_dead_letter",
               "ShopOutboxBacklogOld": "shop_outbox_oldest_pending_seconds",
+              "ShopEventsHeldForAMissingQueue": "shop_events_publish_failures_total",
               "ShopQueueNoConsumers": "rabbitmq_queue_consumers",
               "ShopLowStockProducts": "shop_low_stock_products"}
     for alert, metric in needed.items():
@@ -363,7 +364,7 @@ def test_alerts_cover_the_issue_list(rendered):
     from shared import metrics
     exposed = metrics.exposition().decode()
     for metric in ("shop_requests_total", "shop_request_seconds", "shop_outbox_oldest_pending_seconds",
-                   "shop_dead_letter_messages"):
+                   "shop_dead_letter_messages", "shop_events_publish_failures_total"):
         assert f"# TYPE {metric}" in exposed or f"# HELP {metric}" in exposed
 
 
