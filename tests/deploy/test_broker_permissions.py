@@ -243,6 +243,9 @@ def test_each_service_starts_consumes_serves_and_calls_as_its_user(broker, mongo
 
             checks = wait_for(ready, timeout=60, what=f"{service} ready as its own broker user")
             assert checks["broker"] and checks.get("consumer", True)
+            # Every probe reuses the container's one broker connection.
+            connection = container.shop_broker_check.connection
+            assert readiness(container)["broker"] and container.shop_broker_check.connection is connection
             # The engine's repair loop re-declares while the service consumes.
             with Connection(broker["uris"][service]) as conn:
                 topology.declare_service(conn, service, handled_by(service), broker["delivery_limit"])
