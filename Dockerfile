@@ -1,27 +1,29 @@
 # One image for every Shop service; the Deployment picks the service:
 #   command: ["python", "-m", "shared.run", "<service>"]
-# Build: docker build -t registry.example.com/shop/shop:$(git rev-parse --short HEAD) .
+# Build: `make image` (deploy/tools/image.sh): wheels of the runtime
+# dependencies are built on the host into wheels/, so nothing is downloaded
+# inside the build; BASE_IMAGE may be replaced by any Debian bookworm image
+# with python3 and python3-venv (image.sh makes one with debootstrap where the
+# public one cannot be pulled).
+# checkov:skip=CKV_DOCKER_7:checkov cannot resolve ARG; the default below is pinned to a version tag, which tests/deploy asserts
+ARG BASE_IMAGE=python:3.11.7-slim-bookworm
 
-# --- build stage: compilers and pip live here only -------------------------
-FROM python:3.11.7-slim-bookworm AS build
+# --- build stage: pip and the wheelhouse live here only ----------------------
+FROM ${BASE_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN apt-get update \
-    && apt-get install -y --no-install-recommends build-essential \
-    && rm -rf /var/lib/apt/lists/*
-WORKDIR /src
-COPY pyproject.toml requirements.lock ./
-# Runtime dependencies only (pyproject's [project].dependencies), at the
-# versions of requirements.lock: no pytest, ruff or test-only mongod wheel.
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" > runtime.txt \
-    && python -m venv /opt/venv \
-    && /opt/venv/bin/pip install -r runtime.txt -c requirements.lock
+COPY wheels/ /wheels/
+# Runtime dependencies only (wheels/runtime.txt: pyproject's
+# [project].dependencies at the versions of requirements.lock): no pytest,
+# ruff or test-only mongod wheel.
+RUN python3 -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-index --find-links /wheels -r /wheels/runtime.txt
 COPY shared/ /app/shared/
 COPY services/ /app/services/
 # The root filesystem is read-only at run time: compile bytecode now.
 RUN /opt/venv/bin/python -m compileall -q /app /opt/venv/lib
 
-# --- runtime stage: no compiler, no pip cache, non-root ---------------------
-FROM python:3.11.7-slim-bookworm
+# --- runtime stage: no pip cache, no wheels, non-root ---------------------------
+FROM ${BASE_IMAGE}
 LABEL org.opencontainers.image.title="shop" \
       org.opencontainers.image.description="The Shop suite: one image, service chosen by command"
 RUN groupadd --system --gid 10001 shop \

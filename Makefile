@@ -8,7 +8,7 @@ PYTEST := $(BIN)/pytest
 export PYTHONPATH := $(CURDIR)
 
 .PHONY: install up down run test test-unit test-contract test-chassis test-integration \
-        test-e2e test-chaos test-deploy bench lint declare status clean
+        test-e2e test-chaos test-deploy test-image crds image bench lint declare status clean
 
 install: $(STAMP)
 
@@ -53,6 +53,20 @@ test-chaos: install
 
 test-deploy: install
 	$(PYTEST) tests/deploy
+
+# Build the image (buildah, no Docker engine) and run every service from it:
+# minutes, so outside `make test` (tests/deploy/test_image.py).
+test-image: install
+	RUN_IMAGE_TESTS=1 $(PYTEST) tests/deploy/test_image.py
+
+# The image from the Dockerfile (IMAGE=..., BASE_IMAGE=...): deploy/tools/image.sh.
+image: install
+	deploy/tools/image.sh
+
+# The operators' released CRDs at the pinned tags into .run/crds, which
+# tests/deploy validates the custom resources against (or SHOP_CRDS_DIR).
+crds:
+	deploy/tools/crds.sh
 
 bench: install
 	$(BIN)/python -m bench

@@ -16,12 +16,33 @@ import sys
 from kombu import Connection, Exchange
 
 from shared.config import Settings
-from shared.topology import dead_letter_queue_name, declare_suite, service_queue_name
+from shared.topology import dead_letter_queue_name, declare_service, declare_suite, service_queue_name
+
+
+def handled_by(service: str) -> set[tuple[str, str]]:
+    """(source, event_type) of the service class's own handlers, when its code
+    is here (the image): the init step then binds exactly what the service will."""
+    from shared.subscriptions import EventHandlerEntrypoint
+
+    try:
+        from shared.run import service_class
+
+        cls = service_class(service)
+    except (ImportError, SystemExit):
+        return set()
+    return {(e.source, e.event_type) for attr in vars(cls).values()
+            for e in getattr(attr, "nameko_entrypoints", ()) if isinstance(e, EventHandlerEntrypoint)}
 
 
 def declare(amqp_uri: str, services: list[str] | None, delivery_limit: int) -> list[str]:
+    """With services named: what each of them owns, as its own broker user may
+    (a pod's init step). Without: the whole suite (a broker user allowed everything)."""
     with Connection(amqp_uri) as conn:
-        return declare_suite(conn, services or None, delivery_limit)
+        if not services:
+            return declare_suite(conn, None, delivery_limit)
+        for service in services:
+            declare_service(conn, service, handled_by(service), delivery_limit)
+        return sorted(services)
 
 
 def _describe(message) -> dict:

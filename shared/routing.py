@@ -18,22 +18,11 @@ from __future__ import annotations
 
 import time
 
-from amqp.exceptions import NotFound as QueueNotFound
-
 from shared import metrics
 from shared.logs import get_logger
-from shared.topology import broker_events, declare_service, service_queue_name
+from shared.topology import declare_service, expected_consumer_queues, missing_queues
 
 log = get_logger(__name__)
-
-
-def consumer_queues(source: str) -> dict[str, set[str]]:
-    """event_type → the consumer queues the catalog says it must reach."""
-    out: dict[str, set[str]] = {}
-    for spec in broker_events():
-        if spec.source == source:
-            out[spec.event_type] = {service_queue_name(c) for c in spec.consumers}
-    return out
 
 
 class ConsumerQueues:
@@ -42,7 +31,7 @@ class ConsumerQueues:
         self.may_declare = may_declare
         self.delivery_limit = delivery_limit
         self.ttl = ttl
-        self.expected = consumer_queues(source)
+        self.expected = expected_consumer_queues(source)
         self._seen: dict[str, float] = {}  # queue → when it was last seen to exist
 
     def on_connect(self, connection) -> None:
@@ -57,34 +46,16 @@ class ConsumerQueues:
         wanted = set().union(*(self.expected.get(t, set()) for t in event_types)) if event_types else set()
         now = time.monotonic()
         stale = {q for q in wanted if now - self._seen.get(q, -1e9) > self.ttl}
-        absent = self._absent(publisher.connection, stale) if stale else set()
+        absent = missing_queues(publisher.connection, stale) if stale else set()
         if absent and self.may_declare:
             for queue in sorted(absent):
                 consumer = queue.removeprefix("evt--")
                 declare_service(publisher.connection, consumer, delivery_limit=self.delivery_limit)
                 metrics.TOPOLOGY_REPAIRS.labels(service, queue).inc()
                 log.warning("consumer_queue_redeclared", queue=queue)
-            absent = self._absent(publisher.connection, absent)
+            absent = missing_queues(publisher.connection, absent)
         for queue in stale - absent:
             self._seen[queue] = now
         for queue in wanted:
             metrics.TOPOLOGY_MISSING.labels(service, queue).set(1 if queue in absent else 0)
         return {t: self.expected.get(t, set()) & absent for t in event_types}
-
-    @staticmethod
-    def _absent(connection, queues: set[str]) -> set[str]:
-        absent = set()
-        channel = connection.channel()
-        try:
-            for queue in sorted(queues):
-                try:
-                    channel.queue_declare(queue, passive=True)
-                except QueueNotFound:
-                    absent.add(queue)
-                    channel = connection.channel()  # the 404 closed the last one
-        finally:
-            try:
-                channel.close()
-            except Exception:
-                pass
-        return absent

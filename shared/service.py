@@ -7,6 +7,7 @@ and metrics endpoints. A service adds its own store, clients and entrypoints.
 """
 from __future__ import annotations
 
+from eventlet.semaphore import Semaphore
 from kombu import Connection
 from nameko.extensions import DependencyProvider
 from werkzeug.wrappers import Response
@@ -17,6 +18,46 @@ from shared.http import http, json_response
 from shared.observability import Observability
 from shared.store import Store
 from shared.subscriptions import EventRouter
+
+
+class BrokerCheck:
+    """One broker connection per container, reused by every readiness probe
+    (a new connection every 10 s per pod is churn the broker has to absorb):
+    a passive declare of `amq.direct` (present in every vhost, and a passive
+    declare needs no permission) is the round trip; a failure drops the
+    connection, and the next probe opens a new one."""
+
+    def __init__(self, amqp_uri: str):
+        self.amqp_uri = amqp_uri
+        self.connection = None
+        self.lock = Semaphore(1)
+
+    def ok(self) -> bool:
+        with self.lock:  # probes run in concurrent workers; one channel, one at a time
+            try:
+                if self.connection is None:
+                    self.connection = Connection(self.amqp_uri, connect_timeout=2)
+                    self.connection.ensure_connection(max_retries=1, timeout=2)
+                self.connection.default_channel.exchange_declare("amq.direct", "direct", passive=True)
+                return True
+            except Exception:
+                self.close()
+                return False
+
+    def close(self) -> None:
+        if self.connection is not None:
+            try:
+                self.connection.close()
+            except Exception:  # already broken: nothing to release
+                pass
+            self.connection = None
+
+
+def _broker_check(container) -> BrokerCheck:
+    check = getattr(container, "shop_broker_check", None)
+    if check is None:
+        check = container.shop_broker_check = BrokerCheck(settings_of(container).amqp_uri)
+    return check
 
 
 def readiness(container) -> dict:
@@ -30,13 +71,7 @@ def readiness(container) -> dict:
     stores = [d for d in container.dependencies if isinstance(d, Store)]
     if stores:
         checks["mongo"] = all(store.ping() for store in stores)
-    settings = settings_of(container)
-    try:
-        with Connection(settings.amqp_uri, connect_timeout=2) as conn:
-            conn.ensure_connection(max_retries=1, timeout=2)
-        checks["broker"] = True
-    except Exception:
-        checks["broker"] = False
+    checks["broker"] = _broker_check(container).ok()
     routers = [e for e in container.subextensions if isinstance(e, EventRouter)]
     if routers:
         checks["consumer"] = all(router.consuming for router in routers)
@@ -46,6 +81,14 @@ def readiness(container) -> dict:
 class Health(DependencyProvider):
     def get_dependency(self, worker_ctx):
         return lambda: readiness(self.container)
+
+    def stop(self):
+        check = getattr(self.container, "shop_broker_check", None)
+        if check is not None:
+            check.close()
+
+    def kill(self):
+        self.stop()
 
 
 class ShopService:

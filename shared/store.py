@@ -26,7 +26,7 @@ from shared.errors import ServiceUnavailable
 from shared.inbox import DuplicateEvent
 from shared.logs import get_logger
 from shared.routing import ConsumerQueues
-from shared.topology import consumers_of_source, declare_suite
+from shared.topology import consumers_of_source, declare_own_exchange, declare_suite
 
 log = get_logger(__name__)
 
@@ -187,13 +187,15 @@ class Store(DependencyProvider):
     def start(self):
         self.ensure_indexes()
         settings = settings_of(self.container)
-        if settings.topology_declare_all:
-            # Local and test stacks: the queues of every consumer of our events exist
-            # before we publish one, so nothing is published into the void while a
-            # consumer has never run. (Under least privilege the topology is declared
-            # by its owners and the relay holds events for a missing queue.)
-            with Connection(settings.amqp_uri) as connection:
+        with Connection(settings.amqp_uri) as connection:
+            if settings.topology_declare_all:
+                # Local and test stacks: the queues of every consumer of our events exist
+                # before we publish one, so nothing waits while a consumer has never run.
                 declare_suite(connection, consumers_of_source(self.service), settings.delivery_limit)
+            else:
+                # Least privilege (Kubernetes): only what we own; each consumer declares its
+                # queue, and the relay holds events for a consumer queue that is missing.
+                declare_own_exchange(connection, self.service)
         self._threads = [
             self.container.spawn_managed_thread(self.relay.run, identifier="outbox_relay"),
             self.container.spawn_managed_thread(

@@ -3,12 +3,16 @@
 One durable quorum queue per consuming service (`evt--<service>`), bound to
 every event type the service handles on each source's nameko event exchange
 (`<source>.events`, topic), with a delivery limit and a dead-letter exchange
-that routes to `evt--<service>.dlq`. RPC queues are nameko's own (classic)."""
+that routes to `evt--<service>.dlq`. RPC queues are nameko's own (classic).
+
+Each service declares only what it owns (least privilege: its broker user
+may touch nothing else, deploy/k8s); a producer never declares its
+consumers' queues, it checks them passively (`missing_queues`)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-from amqp.exceptions import PreconditionFailed
+from amqp.exceptions import ChannelError, PreconditionFailed
 from kombu import Connection, Exchange, Queue, binding
 from nameko.standalone.events import get_event_exchange
 
@@ -17,6 +21,11 @@ from shared.events.base import load_all, subscriptions_of
 from shared.logs import get_logger
 
 log = get_logger(__name__)
+
+# The broker's delivery limit on every `evt--<service>` queue: only a far
+# backstop (the application counts real handler failures); the Kubernetes
+# queue policies and ConfigMap carry the same value (deploy/tools/generate.py).
+DEFAULT_DELIVERY_LIMIT = 50
 
 
 def event_exchange(source: str) -> Exchange:
@@ -52,7 +61,8 @@ def catalog_bindings(service: str) -> set[tuple[str, str]]:
             if spec.source != TRACKING_SOURCE}
 
 
-def service_queue(service: str, bindings: Iterable[tuple[str, str]], delivery_limit: int) -> Queue:
+def service_queue(service: str, bindings: Iterable[tuple[str, str]],
+                  delivery_limit: int = DEFAULT_DELIVERY_LIMIT) -> Queue:
     pairs = sorted(set(bindings))
     return Queue(
         service_queue_name(service),
@@ -71,30 +81,95 @@ def service_queue(service: str, bindings: Iterable[tuple[str, str]], delivery_li
     )
 
 
+def sources_consumed(service: str, handled: Iterable[tuple[str, str]] = ()) -> set[str]:
+    """The sources whose `<source>.events` exchange `service` binds its queue to."""
+    return {source for source, _ in catalog_bindings(service) | set(handled)}
+
+
+def _declare_exchange(channel, exchange: Exchange) -> None:
+    channel.exchange_declare(exchange=exchange.name, type=exchange.type, durable=exchange.durable,
+                             auto_delete=bool(exchange.auto_delete), arguments=exchange.arguments or None)
+
+
+def declare_own_exchange(connection: Connection, service: str) -> Exchange:
+    """Declare `service`'s own event exchange (what a producer owns and publishes on)."""
+    exchange = event_exchange(service)
+    with connection.channel() as channel:
+        _declare_exchange(channel, exchange)
+    return exchange
+
+
 def declare_service(connection: Connection, service: str, handled: Iterable[tuple[str, str]] = (),
-                    delivery_limit: int = 50) -> Queue:
-    """Declare `service`'s queue, its bindings and its dead-letter queue."""
-    channel = connection.default_channel
-    dlq = dead_letter_queue(service)
-    dlq(channel).declare()
-    bindings = catalog_bindings(service) | set(handled)
-    for source, _ in bindings:
-        event_exchange(source)(channel).declare()
-    queue = service_queue(service, bindings, delivery_limit)
-    try:
-        queue(channel).declare()
-    except PreconditionFailed as exc:
-        # The queue exists with other arguments (e.g. an older x-delivery-limit):
-        # queue arguments cannot change in place. Keep consuming the existing
-        # queue with every binding, and say how to move it to the new arguments.
-        log.error("queue_arguments_differ", queue=queue.name, error=str(exc)[:300],
-                  hint="drain it and delete it so the next start re-declares it, "
-                       "or set the limit with a policy (deploy/k8s)")
-        bound = queue(connection.channel())
-        bound.queue_declare(passive=True)
-        for item in queue.bindings:
-            item.bind(bound)
+                    delivery_limit: int = DEFAULT_DELIVERY_LIMIT) -> Queue:
+    """Declare what `service` owns, and nothing of another service's: its own
+    event exchange, its dead-letter exchange and queue, its event queue and the
+    queue's bindings. Idempotent, on a channel of its own, so it is safe to call
+    again at any time (a repair loop, a reconnect) while the service consumes;
+    give it a connection of its own too (not the consumer's, whose socket
+    another green thread is reading), e.g. `queue_consumer.connection`.
+
+    The queue is declared only after every binding source exchange, and the
+    bindings right after it, so a consumer queue that exists is (but for a
+    moment) bound to everything it consumes: a producer that sees the queue
+    (`missing_queues`) may publish to it. A source exchange is declared here
+    too (the same arguments as its producer's, a no-op once it exists): a
+    queue cannot be bound to an exchange that does not exist, and a consumer
+    must start before its producers have ever run."""
+    pairs = sorted(catalog_bindings(service) | set(handled))
+    queue = service_queue(service, pairs, delivery_limit)
+    dlx, dlq = dead_letter_exchange(service), dead_letter_queue(service)
+    with connection.channel() as channel:
+        _declare_exchange(channel, event_exchange(service))
+        for source in sorted({source for source, _ in pairs} - {service}):
+            _declare_exchange(channel, event_exchange(source))
+        _declare_exchange(channel, dlx)
+        channel.queue_declare(queue=dlq.name, durable=True, auto_delete=False,
+                              arguments=dlq.queue_arguments)
+        channel.queue_bind(queue=dlq.name, exchange=dlx.name, routing_key="")
+        try:
+            channel.queue_declare(queue=queue.name, durable=True, auto_delete=False,
+                                  arguments=queue.queue_arguments)
+        except PreconditionFailed as exc:
+            # The queue exists with other arguments (an older x-delivery-limit, say):
+            # arguments cannot change in place. Keep it and its bindings, and say how
+            # to move it (the broker closed this channel: bind on a fresh one).
+            log.error("queue_arguments_differ", queue=queue.name, error=str(exc)[:300],
+                      hint="drain and delete the queue so the next start re-declares it, "
+                           "or set the limit with a policy (deploy/k8s)")
+            channel = connection.channel()
+            channel.queue_declare(queue=queue.name, passive=True)
+        for source, event_type in pairs:
+            channel.queue_bind(queue=queue.name, exchange=event_exchange(source).name,
+                               routing_key=event_type)
     return queue
+
+
+def expected_consumer_queues(source: str) -> dict[str, set[str]]:
+    """For each event `source` publishes, the queues the catalog says must
+    receive it (`evt--<consumer>`); an event nobody consumes maps to an empty set."""
+    return {spec.event_type: {service_queue_name(consumer) for consumer in spec.consumers}
+            for spec in broker_events() if spec.source == source}
+
+
+def missing_queues(connection: Connection, names: Iterable[str]) -> set[str]:
+    """The queues among `names` that do not exist, checked passively (a passive
+    declare needs no permission and never creates anything). Each check has
+    its own channel: the broker closes the channel of a NOT_FOUND."""
+    missing = set()
+    for name in sorted(set(names)):
+        channel = connection.channel()
+        try:
+            channel.queue_declare(queue=name, passive=True)
+        except ChannelError as exc:
+            if getattr(exc, "code", None) != 404:
+                raise
+            missing.add(name)
+        finally:
+            try:
+                channel.close()
+            except Exception:  # already closed by the broker's 404
+                pass
+    return missing
 
 
 def broker_events():
@@ -112,11 +187,13 @@ def consumers_of_source(source: str) -> set[str]:
 
 
 def declare_suite(connection: Connection, services: Iterable[str] | None = None,
-                  delivery_limit: int = 50) -> list[str]:
-    """Declare the queues of `services` (default: every consumer in the catalog)."""
+                  delivery_limit: int = DEFAULT_DELIVERY_LIMIT) -> list[str]:
+    """What each of `services` owns (default: every consumer in the catalog), and
+    every source's exchange: for one broker user allowed everything (`make up`,
+    tests); in Kubernetes each service declares its own part (its init step)."""
     names = sorted(set(services) if services is not None else consuming_services())
     for name in names:
         declare_service(connection, name, delivery_limit=delivery_limit)
-    for source in {spec.source for spec in broker_events()}:
-        event_exchange(source)(connection.default_channel).declare()
+    for source in sorted({spec.source for spec in broker_events()}):
+        declare_own_exchange(connection, source)
     return names
