@@ -27,7 +27,8 @@ def test_tables_for_rows_and_pairs_json_for_scripts():
     assert render([], False) == "(none)"
 
 
-@pytest.mark.parametrize("argv", [[], ["catalog"], ["order"], ["kpis"], ["dlq"], ["outbox"], ["call"], ["analytics"]])
+@pytest.mark.parametrize("argv", [[], ["catalog"], ["order"], ["kpis"], ["dlq"], ["outbox"], ["call"],
+                                  ["analytics"]])
 def test_help_everywhere(argv, capsys):
     with pytest.raises(SystemExit) as info:
         build_parser().parse_args([*argv, "--help"])
@@ -78,7 +79,8 @@ def test_outbox_list_and_retry_parked_rows(start_service, settings_for, monkeypa
                           "$unset": {"pending": ""}})
     assert main(["--json", "outbox", "list", "catalog"]) == 0
     rows = json.loads(cli_output(capsys))
-    assert [(r["event_id"], r["state"], r["attempts"]) for r in rows] == [(envelope["event_id"], "parked", 10)]
+    assert [(r["event_id"], r["state"], r["attempts"]) for r in rows] == [
+        (envelope["event_id"], "parked", 10)]
     assert main(["--json", "outbox", "retry", "catalog"]) == 0
     assert json.loads(cli_output(capsys))["retried"] == 1
     # The running service's sweep publishes it.
