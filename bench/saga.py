@@ -165,14 +165,45 @@ def _cpu_share(before: dict, after: dict, seconds: float) -> dict:
 # ---------------------------------------------------------------- phases
 
 def one_client(saga: Saga, calls: int, warmup: int = 20) -> dict:
+    """Back to back on one kept connection (the saga of the previous orders runs
+    meanwhile on the same cores), then `calls // 8` calls each made once the
+    previous order's saga has come to rest: the difference is CPU contention."""
     rpc = saga.shop.rpc(timeout=30)
+    order_pid = saga.shop.suite.procs["order"].pid
     try:
         for _ in range(warmup):
             saga.place(rpc)
+        since = to_iso(utcnow())
+        sched_before, wall_before = _schedstat(order_pid), time.monotonic()
         latencies = [saga.place(rpc) for _ in range(calls)]
+        sched_after, wall = _schedstat(order_pid), time.monotonic() - wall_before
+        saga.drain(since, timeout=120)
+        isolated = []
+        for _ in range(max(calls // 8, 5)):
+            since = to_iso(utcnow())
+            isolated.append(saga.place(rpc))
+            saga.drain(since, timeout=60)
+            eventlet.sleep(0.3)  # the last handlers (analytics, fulfillment) finish their acks
     finally:
         rpc.close()
-    return {"clients": 1, "calls": calls, **distribution(latencies)}
+    result = {"clients": 1, "calls": calls, **distribution(latencies),
+              "isolated": {"note": "each call made once the previous order's saga is at rest",
+                           **distribution(isolated)}}
+    if sched_before and sched_after:
+        result["order_process"] = {
+            "on_cpu_percent": round((sched_after[0] - sched_before[0]) / 1e9 / wall * 100, 1),
+            "runqueue_wait_percent": round((sched_after[1] - sched_before[1]) / 1e9 / wall * 100, 1)}
+    return result
+
+
+def _schedstat(pid: int) -> tuple[int, int] | None:
+    """(ns on CPU, ns runnable but waiting for a CPU) of a process's main thread,
+    where eventlet runs every green thread."""
+    try:
+        on_cpu, waiting, _ = Path(f"/proc/{pid}/schedstat").read_text().split()
+        return int(on_cpu), int(waiting)
+    except (OSError, ValueError):
+        return None
 
 
 def closed_loop(saga: Saga, clients: int, duration: float, sample_every: float = 2.0) -> dict:
@@ -194,7 +225,13 @@ def closed_loop(saga: Saga, clients: int, duration: float, sample_every: float =
         finally:
             rpc.close()
 
-    before, cpu_before, load_before = saga.counters(), saga.cpu_seconds(), os.getloadavg()
+    # What the idle stack does by itself (timers, sweeps, probes) is taken out of the
+    # per-order counts.
+    idle_from, idle_started = saga.counters(), time.monotonic()
+    eventlet.sleep(5)
+    before = saga.counters()
+    background = {k: (before[k] - idle_from.get(k, 0)) / (time.monotonic() - idle_started) for k in before}
+    cpu_before, load_before = saga.cpu_seconds(), os.getloadavg()
     started = time.monotonic()
     threads = [eventlet.spawn(client) for _ in range(clients)]
     depths: list[tuple[float, int]] = []
@@ -213,6 +250,8 @@ def closed_loop(saga: Saga, clients: int, duration: float, sample_every: float =
     ended_iso = to_iso(utcnow())
     drain_s = saga.drain(since, timeout=max(120.0, duration * 2))
     after = saga.counters()
+    counted_s = time.monotonic() - started
+    cpu_drained = saga.cpu_seconds()
 
     orders = saga.orders_since(since)
     paid_in_window = _paid_between(orders, parse_iso(since), parse_iso(ended_iso))
@@ -233,7 +272,16 @@ def closed_loop(saga: Saga, clients: int, duration: float, sample_every: float =
         "loadavg_during": [round(x, 2) for x in load_during],
         "loadavg_before": [round(x, 2) for x in load_before],
     }
+    after = {k: v - background.get(k, 0) * counted_s for k, v in after.items()}
     result["per_order"] = _per_order(before, after, placed)
+    result["per_order"]["background_per_s"] = {k: round(v, 1) for k, v in background.items() if v}
+    if placed:
+        own = [n for n in cpu_drained if n in cpu_before and n not in ("rabbitmq (shared)", "bench clients")]
+        result["per_order"]["cpu_ms_services_and_mongod"] = round(
+            sum(cpu_drained[n] - cpu_before[n] for n in own) / placed * 1000, 1)
+        if "rabbitmq (shared)" in cpu_before and "rabbitmq (shared)" in cpu_drained:
+            result["per_order"]["cpu_ms_rabbitmq_shared"] = round(
+                (cpu_drained["rabbitmq (shared)"] - cpu_before["rabbitmq (shared)"]) / placed * 1000, 1)
     return result
 
 
