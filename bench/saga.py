@@ -227,11 +227,13 @@ def closed_loop(saga: Saga, clients: int, duration: float, sample_every: float =
 
     # What the idle stack does by itself (timers, sweeps, probes) is taken out of the
     # per-order counts.
-    idle_from, idle_started = saga.counters(), time.monotonic()
+    idle_from, idle_cpu, idle_started = saga.counters(), saga.cpu_seconds(), time.monotonic()
     eventlet.sleep(5)
-    before = saga.counters()
-    background = {k: (before[k] - idle_from.get(k, 0)) / (time.monotonic() - idle_started) for k in before}
-    cpu_before, load_before = saga.cpu_seconds(), os.getloadavg()
+    before, cpu_before = saga.counters(), saga.cpu_seconds()
+    idle_s = time.monotonic() - idle_started
+    background = {k: (before[k] - idle_from.get(k, 0)) / idle_s for k in before}
+    cpu_background = {k: (cpu_before[k] - idle_cpu.get(k, 0)) / idle_s for k in cpu_before}
+    load_before = os.getloadavg()
     started = time.monotonic()
     threads = [eventlet.spawn(client) for _ in range(clients)]
     depths: list[tuple[float, int]] = []
@@ -278,7 +280,8 @@ def closed_loop(saga: Saga, clients: int, duration: float, sample_every: float =
     if placed:
         own = [n for n in cpu_drained if n in cpu_before and n not in ("rabbitmq (shared)", "bench clients")]
         result["per_order"]["cpu_ms_services_and_mongod"] = round(
-            sum(cpu_drained[n] - cpu_before[n] for n in own) / placed * 1000, 1)
+            sum(cpu_drained[n] - cpu_before[n] - cpu_background.get(n, 0) * counted_s for n in own)
+            / placed * 1000, 1)
         if "rabbitmq (shared)" in cpu_before and "rabbitmq (shared)" in cpu_drained:
             result["per_order"]["cpu_ms_rabbitmq_shared"] = round(
                 (cpu_drained["rabbitmq (shared)"] - cpu_before["rabbitmq (shared)"]) / placed * 1000, 1)
