@@ -154,7 +154,10 @@ def measure(args) -> dict:
                 "eight_writers": chassis.outbox_path(infra.mongo_uri, outbox_uri, args.events, 8),
             }
             if not args.no_saga:
-                run_saga(infra, base, args, result)
+                try:
+                    run_saga(infra, base, args, result)
+                except Exception as exc:  # the figures measured so far are still printed
+                    result.setdefault("saga", {})["failed"] = f"{type(exc).__name__}: {exc}"[:500]
         finally:
             devstack.delete_vhost(outbox_vhost)
             infra.stop()
