@@ -14,6 +14,7 @@ from shared.green import patch
 patch()  # before every other import
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import re  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
@@ -75,6 +76,20 @@ def main(argv=None) -> None:
     parser.add_argument("--top", type=int, default=30)
     args = parser.parse_args(argv)
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    # stdout carries the summary only: the harness's progress lines go to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        latencies, summary = profile(args, spy)
+    print(f"place_order while sampling ({args.clients} client(s)): {distribution(latencies)}")
+    print(f"{summary['samples']} samples of {args.service}, wall clock (--idle)")
+    print("\ninclusive % (frame on the stack)")
+    for pct, key in summary["inclusive"]:
+        print(f"  {pct:5.1f}  {key}")
+    print("\nleaf % (frame running or waiting)")
+    for pct, key in summary["leaf"]:
+        print(f"  {pct:5.1f}  {key}")
+
+
+def profile(args, spy: str) -> tuple[list[float], dict]:
     with tempfile.TemporaryDirectory(prefix="shop-profile-") as tmp:
         base = Path(tmp)
         infra = Infra.start(base, private_broker=False)
@@ -113,14 +128,7 @@ def main(argv=None) -> None:
                 suite.close()
         finally:
             infra.stop()
-    print(f"place_order while sampling ({args.clients} client(s)): {distribution(latencies)}")
-    print(f"{summary['samples']} samples of {args.service}, wall clock (--idle)")
-    print("\ninclusive % (frame on the stack)")
-    for pct, key in summary["inclusive"]:
-        print(f"  {pct:5.1f}  {key}")
-    print("\nleaf % (frame running or waiting)")
-    for pct, key in summary["leaf"]:
-        print(f"  {pct:5.1f}  {key}")
+    return latencies, summary
 
 
 if __name__ == "__main__":
