@@ -1,7 +1,11 @@
-"""`python -m bench [--messages N] [--writes N]`: measures the raw broker and
-raw store baselines and the chassis paths built on them, in the same run, on
-the same machine, and prints one JSON document. Ratios, not absolute numbers,
-are what to compare between runs."""
+"""`python -m bench` (`make bench`): the raw broker and raw store baselines, the
+chassis outbox path, and the checkout saga with all six services, measured in
+one run on this machine, printed as one JSON document on stdout (progress on
+stderr). Ratios to the baselines, not absolute numbers, are what compare
+between runs on a shared machine: its load average is recorded with them.
+
+`BENCH_QUICK=1` (or `--quick`) is a short run of every figure (about 2 minutes);
+`--no-saga` measures the baselines and the outbox path only."""
 from __future__ import annotations
 
 from shared.green import patch
@@ -9,123 +13,197 @@ from shared.green import patch
 patch()  # before every other import
 
 import argparse  # noqa: E402
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import platform  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from kombu import Connection, Exchange, Queue  # noqa: E402
-from pymongo import MongoClient  # noqa: E402
-
+from bench import chassis, raw, saga  # noqa: E402
 from shared import devstack  # noqa: E402
-from shared.outbox import OutboxRelay  # noqa: E402
-from shared.store import Tx  # noqa: E402
+from tests.chaos.harness import Infra  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+TARGETS = {  # issue 13, on 2 cores
+    "sustained_paid_per_s": (">=", 150),
+    "place_order_p50_ms_1_client": ("<=", 10),
+    "place_order_p99_ms_16_clients": ("<=", 150),
+    "placed_to_paid_p99_ms_at_100_per_s": ("<=", 1000),
+    "track_events_per_s": (">=", 10000),
+}
 
 
-def broker_baseline(amqp_uri: str, messages: int) -> dict:
-    """Publish with confirms to a durable quorum queue, then consume with acks."""
-    name = f"bench-{uuid.uuid4().hex[:8]}"
-    exchange = Exchange(name, type="direct", durable=True)
-    queue = Queue(name, exchange=exchange, routing_key=name, durable=True,
-                  queue_arguments={"x-queue-type": "quorum"})
-    body = {"event_id": "x" * 26,
-            "data": {"order_id": "ord_x", "lines": [{"product_id": "p", "quantity": 1}]}}
-    with Connection(amqp_uri, transport_options={"confirm_publish": True}) as conn:
-        channel = conn.channel()
-        queue(channel).declare()
-        producer = conn.Producer(channel=channel, exchange=exchange, routing_key=name, serializer="json")
-        started = time.perf_counter()
-        for _ in range(messages):
-            producer.publish(body, delivery_mode=2)
-        publish_s = time.perf_counter() - started
-        received = 0
-
-        def on_message(_, message):
-            nonlocal received
-            received += 1
-            message.ack()
-
-        started = time.perf_counter()
-        with conn.Consumer(queue, callbacks=[on_message], prefetch_count=100):
-            while received < messages:
-                conn.drain_events(timeout=10)
-        consume_s = time.perf_counter() - started
-        queue(channel).delete()
-        exchange(channel).delete()
-    return {"messages": messages, "publish_confirmed_per_s": round(messages / publish_s, 1),
-            "consume_acked_per_s": round(messages / consume_s, 1)}
+def options(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", default=os.environ.get("BENCH_QUICK") == "1",
+                        help="a short run of every figure (also BENCH_QUICK=1)")
+    parser.add_argument("--no-saga", action="store_true", help="baselines and outbox path only")
+    parser.add_argument("--messages", type=int, help="raw broker: pipelined messages (default 5000)")
+    parser.add_argument("--writes", type=int, help="raw store: majority inserts (default 1500)")
+    parser.add_argument("--events", type=int, help="outbox path: events per writer count (default 600)")
+    parser.add_argument("--calls", type=int, help="place_order calls at 1 client (default 200)")
+    parser.add_argument("--clients", type=int, default=16, help="closed-loop clients (default 16)")
+    parser.add_argument("--duration", type=float,
+                        help="sustained run at --clients, seconds (default 60, BENCH_DURATION)")
+    parser.add_argument("--rate", type=float, default=100.0,
+                        help="offered orders/s for placed → paid latency (default 100; lowered to 80%% "
+                             "of the sustained rate when the machine sustains less)")
+    parser.add_argument("--rate-duration", type=float, help="seconds at the offered rate (default 30)")
+    parser.add_argument("--track-duration", type=float, help="seconds of /track (default 15)")
+    args = parser.parse_args(argv)
+    quick = args.quick
+    defaults = {"messages": (5000, 1500), "writes": (1500, 400), "events": (600, 200),
+                "calls": (200, 50), "rate_duration": (30, 10), "track_duration": (15, 5)}
+    for name, (full, short) in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, short if quick else full)
+    if args.duration is None:
+        args.duration = float(os.environ.get("BENCH_DURATION") or (15 if quick else 60))
+    return args
 
 
-def store_baseline(mongo_uri: str, writes: int) -> dict:
-    client = MongoClient(mongo_uri, w="majority")
-    coll = client.bench[f"raw_{uuid.uuid4().hex[:6]}"]
-    started = time.perf_counter()
-    for i in range(writes):
-        coll.insert_one({"i": i, "payload": "x" * 200})
-    elapsed = time.perf_counter() - started
-    coll.drop()
-    return {"writes": writes, "majority_writes_per_s": round(writes / elapsed, 1)}
+def yardstick() -> dict:
+    """A fixed piece of pure-Python work (JSON-encoding an envelope 2,000 times):
+    its CPU time tells how fast a core is, its wall time how contended."""
+    envelope = {"event_id": "evt_" + "x" * 22, "event_type": "order_placed", "source": "order",
+                "data": {"order_id": "ord_x", "lines": [{"product_id": f"prd_{i}", "quantity": i}
+                                                        for i in range(6)]}}
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(2000):
+        json.dumps(envelope)
+    return {"cpu_ms": round((time.process_time() - cpu) * 1000, 1),
+            "wall_ms": round((time.perf_counter() - wall) * 1000, 1)}
 
 
-def outbox_path(mongo_uri: str, amqp_uri: str, events: int) -> dict:
-    """The chassis write path: one transaction (state + outbox row), then the
-    relay publishes with confirms and marks the row published."""
-    client = MongoClient(mongo_uri, w="majority", tz_aware=True)
-    db = client[f"bench_{uuid.uuid4().hex[:6]}"]
-    relay = OutboxRelay(db, "catalog", amqp_uri)
-    with Connection(amqp_uri) as conn:
-        from shared.topology import consumers_of_source, declare_suite
-
-        declare_suite(conn, consumers_of_source("catalog"))
-    started = time.perf_counter()
-    for i in range(events):
-        with client.start_session() as session:
-            with session.start_transaction():
-                db.stock.update_one({"_id": f"p{i % 50}"}, {"$inc": {"on_hand": 1}}, upsert=True,
-                                    session=session)
-                tx = Tx(db, session, "catalog")
-                tx.emit("stock_adjusted", {"product_id": f"p{i % 50}", "delta": 1, "reason": "bench",
-                                           "on_hand": 1, "available": 1, "version": i + 1})
-        relay.publish_all(tx.envelopes)
-    elapsed = time.perf_counter() - started
-    pending = relay.pending()
-    client.drop_database(db.name)
-    # Leave no benchmark events behind in the consumers' queues.
-    with Connection(amqp_uri) as conn:
-        for service in consumers_of_source("catalog"):
-            conn.default_channel.queue_purge(f"evt--{service}")
-    return {"events": events, "transactional_events_per_s": round(events / elapsed, 1),
-            "left_pending": pending}
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=10).stdout.strip() or None
+    except OSError:
+        return None
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--messages", type=int, default=3000)
-    parser.add_argument("--writes", type=int, default=2000)
-    parser.add_argument("--events", type=int, default=1000)
-    args = parser.parse_args()
-    base_amqp = os.environ.get("AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/")
-    vhost = f"shop-bench-{uuid.uuid4().hex[:8]}"
-    devstack.create_vhost(vhost)
-    amqp_uri = devstack.with_vhost(base_amqp, vhost)
-    with tempfile.TemporaryDirectory() as tmp:
-        mongod = devstack.Mongod(Path(tmp) / "db", devstack.free_port())
-        mongod.start()
+def targets(figures: dict) -> dict:
+    out = {}
+    for name, (op, bound) in TARGETS.items():
+        value = figures.get(name)
+        met = None if value is None else (value >= bound if op == ">=" else value <= bound)
+        out[name] = {"target": f"{op} {bound}", "value": value, "met": met}
+    return out
+
+
+def run_saga(infra: Infra, base: Path, args, result: dict) -> None:
+    saga.log("starting the six services")
+    started = time.monotonic()
+    suite = saga.Saga(infra, base)
+    result["saga"] = {"stack_ready_s": round(time.monotonic() - started, 1)}
+    out = result["saga"]
+    try:
+        saga.log(f"place_order at 1 client: {args.calls} calls")
+        out["place_order_1_client"] = saga.one_client(suite, args.calls)
+        saga.log(f"sustained: {args.clients} clients for {args.duration:.0f} s, then drain")
+        out["sustained"] = saga.closed_loop(suite, args.clients, args.duration)
+        sustained = out["sustained"]["paid_per_s"]
+        rate = args.rate if sustained >= args.rate else max(round(sustained * 0.8, 1), 5.0)
+        saga.log(f"placed → paid at {rate}/s offered for {args.rate_duration:.0f} s")
+        out["fixed_rate"] = saga.open_loop(suite, rate, args.rate_duration)
+        out["fixed_rate"]["requested_per_s"] = args.rate
+        saga.log(f"/track for {args.track_duration:.0f} s")
+        out["track"] = saga.track(suite, args.track_duration)
+        out["ceiling"] = saga.ceiling(out["sustained"]["per_order"], result["raw_broker"],
+                                      result["raw_store"])
+    finally:
+        suite.close()
+
+
+def main(argv=None) -> None:
+    args = options(argv)
+    # stdout carries the JSON document only: the harness's progress lines go to stderr.
+    with contextlib.redirect_stdout(sys.stderr):
+        result = measure(args)
+    print(json.dumps(result, indent=2, ensure_ascii=False))
+
+
+def measure(args) -> dict:
+    begun = time.monotonic()
+    result: dict = {
+        "bench": {"quick": args.quick, "commit": git_commit(), "argv": sys.argv[1:]},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "loadavg_start": [round(x, 2) for x in os.getloadavg()],
+                    "yardstick_start": yardstick()},
+    }
+    with tempfile.TemporaryDirectory(prefix="shop-bench-") as tmp:
+        base = Path(tmp)
+        saga.log("private mongod and virtual host")
+        infra = Infra.start(base, private_broker=False)
+        outbox_vhost = f"shop-bench-{uuid.uuid4().hex[:8]}"
+        devstack.create_vhost(outbox_vhost)
         try:
-            broker = broker_baseline(amqp_uri, args.messages)
-            store = store_baseline(mongod.uri, args.writes)
-            outbox = outbox_path(mongod.uri, amqp_uri, args.events)
+            saga.log("raw broker and raw store")
+            result["raw_broker"] = raw.broker_baseline(infra.amqp_uri, args.messages)
+            result["raw_store"] = raw.store_baseline(infra.mongo_uri, args.writes)
+            saga.log("chassis outbox path")
+            outbox_uri = devstack.with_vhost(infra.amqp_uri.rsplit("/", 1)[0] + "/", outbox_vhost)
+            result["chassis_outbox"] = {
+                "one_writer": chassis.outbox_path(infra.mongo_uri, outbox_uri, args.events, 1),
+                "eight_writers": chassis.outbox_path(infra.mongo_uri, outbox_uri, args.events, 8),
+            }
+            if not args.no_saga:
+                try:
+                    run_saga(infra, base, args, result)
+                except Exception as exc:  # the figures measured so far are still printed
+                    result.setdefault("saga", {})["failed"] = f"{type(exc).__name__}: {exc}"[:500]
         finally:
-            mongod.stop()
-            devstack.delete_vhost(vhost)
-    rate = outbox["transactional_events_per_s"]
-    outbox["vs_raw_publish"] = round(rate / broker["publish_confirmed_per_s"], 3)
-    outbox["vs_raw_majority_write"] = round(rate / store["majority_writes_per_s"], 3)
-    print(json.dumps({"machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-                      "raw_broker": broker, "raw_store": store, "chassis_outbox": outbox}, indent=2))
+            devstack.delete_vhost(outbox_vhost)
+            infra.stop()
+    result["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
+    result["machine"]["yardstick_end"] = yardstick()
+    result["bench"]["elapsed_s"] = round(time.monotonic() - begun, 1)
+    result["ratios"] = ratios(result)
+    result["targets"] = targets(headline(result))
+    return result
+
+
+def headline(result: dict) -> dict:
+    s = result.get("saga") or {}
+    fixed = s.get("fixed_rate") or {}
+    return {
+        "sustained_paid_per_s": (s.get("sustained") or {}).get("paid_per_s"),
+        "place_order_p50_ms_1_client": (s.get("place_order_1_client") or {}).get("p50_ms"),
+        "place_order_p99_ms_16_clients": ((s.get("sustained") or {}).get("place_order") or {}).get("p99_ms"),
+        "placed_to_paid_p99_ms_at_100_per_s": ((fixed.get("placed_to_paid") or {}).get("p99_ms")
+                                               if fixed.get("offered_per_s") == 100 else None),
+        "track_events_per_s": (s.get("track") or {}).get("events_per_s"),
+    }
+
+
+def ratios(result: dict) -> dict:
+    """Each chassis/saga figure against the raw figure it is built on."""
+    broker, store = result["raw_broker"], result["raw_store"]
+    one = result["chassis_outbox"]["one_writer"]
+    tx_ms = store["two_insert_transaction"]["ms_per_transaction"]
+    pub_ms = broker["publish_confirm_each"]["ms_per_message"]
+    out = {
+        "outbox_one_writer_vs_raw_transaction": round(one["committed_per_s"] / store["two_insert_transaction"]
+                                                      ["per_s"], 3),
+        "outbox_one_writer_ms_per_event": round(1000 / one["committed_per_s"], 2),
+        "raw_transaction_plus_confirmed_publish_ms": round(tx_ms + pub_ms, 2),
+        "pipelined_vs_confirm_each_publish": round(broker["publish_confirm_pipelined"]["per_s"]
+                                                   / broker["publish_confirm_each"]["per_s"], 2),
+    }
+    s = result.get("saga")
+    if s and "place_order_1_client" in s:
+        p50 = s["place_order_1_client"]["p50_ms"]
+        out["place_order_p50_1_client_over_raw_tx_plus_publish"] = round(p50 / (tx_ms + pub_ms), 2)
+    if s and s.get("ceiling"):
+        combined = s["ceiling"]["combined_orders_per_s"]
+        out["sustained_vs_combined_ceiling"] = round(s["sustained"]["paid_per_s"] / combined, 3)
+    return out
 
 
 if __name__ == "__main__":

@@ -55,7 +55,20 @@ class EventSpec:
 
     def validate(self, data: dict) -> dict:
         """Return the loaded payload, or raise marshmallow's ValidationError."""
-        return self.schema().load(data)
+        return _instance_of(self.schema).load(data)
+
+
+# Building a marshmallow schema costs several times loading a payload with it
+# (it deep-copies every declared field), and every emitted or ingested event is
+# validated: one instance per schema, reused (`load` keeps no state between calls).
+_INSTANCES: dict[type, Schema] = {}
+
+
+def _instance_of(schema: type[Schema]) -> Schema:
+    instance = _INSTANCES.get(schema)
+    if instance is None:
+        instance = _INSTANCES[schema] = schema()
+    return instance
 
     def validate_received(self, data: dict) -> dict:
         """`validate` for a consumer: fields added as required later (`TOLERATED_MISSING`)
