@@ -50,17 +50,24 @@ class AnalyticsService(ShopService):
     def _range(self, start, end, now=None):
         return domain.resolve_range(start, end, now or utcnow())
 
-    def ingest(self, envelope: dict) -> str:
-        """The one ingestion function every handler and the collector use."""
+    def ingest_batch(self, envelopes: list[dict]) -> list[str]:
+        """Store and fold a batch in ONE transaction (with the chassis inbox rows when
+        an event handler opens it), every event of the batch into one counter shard
+        leased for the batch: the process's concurrent batches never write the same
+        bucket document, so they do not abort each other."""
         shards = self.shards
-        with store.leases(shards).lease(envelope["event_id"]) as shard:
+        with store.leases(shards).lease(envelopes[0]["event_id"]) as shard:
             with self.store.transaction() as tx:
-                status = store.ingest(tx.db, tx.session, envelope, self.tz, shards=shards,
-                                      shard=shard)
-        if status in ("unknown", "invalid"):
-            log.warning("event_kept_unfolded", status=status, event_type=envelope["event_type"],
-                        source=envelope["source"], event_id=envelope["event_id"])
-        return status
+                statuses = store.ingest_batch(tx.db, tx.session, envelopes, self.tz, shard)
+        for envelope, status in zip(envelopes, statuses, strict=True):
+            if status in ("unknown", "invalid"):
+                log.warning("event_kept_unfolded", status=status, event_type=envelope["event_type"],
+                            source=envelope["source"], event_id=envelope["event_id"])
+        return statuses
+
+    def ingest(self, envelope: dict) -> str:
+        """One event: a batch of one."""
+        return self.ingest_batch([envelope])[0]
 
     # --- RPC ----------------------------------------------------------------------------
 
@@ -115,32 +122,23 @@ class AnalyticsService(ShopService):
     # --- HTTP ---------------------------------------------------------------------------
 
     def _track(self, body) -> dict:
-        # One transaction per event, on purpose: each event's transaction touches one
-        # counter shard, so concurrent requests rarely collide; a batch transaction
-        # would hold a lock on most shards until its commit and collide with every
-        # other batch, and a conflict would redo the whole batch. Idempotent per event_id.
-        max_batch = setting(self, "track_max_batch", 100)
+        # One request = one batch = one transaction: validated first (all or nothing),
+        # then stored and folded together. Idempotent per event_id.
+        max_batch = setting(self, "track_max_batch", 500)
         envelopes = tracking.events_of(body, max_batch, self._shop_settings.currency)
-        accepted = duplicates = 0
-        for envelope in envelopes:
-            status = self._ingest_retrying(envelope)
-            if status == "duplicate":
-                duplicates += 1
-            else:
-                accepted += 1
-        return {"id": "track", "accepted": accepted, "duplicates": duplicates,
-                "event_ids": [e["event_id"] for e in envelopes]}
 
-    def _ingest_retrying(self, envelope: dict) -> str:
-        """Each event of a batch is retried on its own (write conflicts with replicas
-        folding into the same documents), so a conflict never redoes the whole batch."""
-        def ingest_once() -> str:
+        def ingest_once() -> list[str]:
             try:
-                return self.ingest(envelope)
+                return self.ingest_batch(envelopes)
             except DuplicateKeyError:
-                return "duplicate"  # a concurrent request stored it first
+                # A concurrent request committed one of these event ids after our
+                # look-up; the transaction is aborted, and a re-run sees it stored.
+                return self.ingest_batch(envelopes)
 
-        return call_with_retries(ingest_once, self._shop_settings, self.name, "http", "track")
+        statuses = call_with_retries(ingest_once, self._shop_settings, self.name, "http", "track")
+        duplicates = statuses.count("duplicate")
+        return {"id": "track", "accepted": len(statuses) - duplicates, "duplicates": duplicates,
+                "event_ids": [e["event_id"] for e in envelopes]}
 
     @http("POST", "/track")
     def http_track(self, request):
