@@ -100,6 +100,24 @@ def week_key(moment: datetime, tz: ZoneInfo) -> str:
     return f"{year:04d}-W{week:02d}"
 
 
+def period_bounds(key: str, period: str, tz: ZoneInfo) -> tuple[datetime, datetime] | None:
+    """UTC [start, end) of the local month ("2026-11") or ISO week ("2026-W47") `key`,
+    or None when `key` is not one."""
+    try:
+        if period == "month":
+            year, month = (int(x) for x in key.split("-"))
+            start = datetime(year, month, 1, tzinfo=tz)
+            end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=tz)
+        else:
+            year, week = key.split("-W")
+            start = datetime.combine(datetime.fromisocalendar(int(year), int(week), 1).date(),
+                                     datetime.min.time(), tzinfo=tz)
+            end = start + timedelta(days=7)
+    except ValueError:
+        return None
+    return start.astimezone(timezone.utc), end.astimezone(timezone.utc)
+
+
 # --- ranges -----------------------------------------------------------------------------
 
 @dataclass(frozen=True)

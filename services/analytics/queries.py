@@ -73,15 +73,17 @@ def converted_sessions(db, rng) -> int:
         by_member[s["member_id"]].add(s["_id"])
     earliest = min(_aware(s["first_seen"]) for s in candidates if s.get("first_seen"))
     fallback: set[str] = set()
-    for member_id, session_ids in by_member.items():
-        orders = db.orders.find({"member_id": member_id, "session_id": None,
-                                 "placed_at": {"$gte": earliest}}, {"placed_at": 1})
-        for order in orders:
-            latest = db.sessions.find_one({"member_id": member_id,
-                                           "first_seen": {"$lte": order["placed_at"]}},
-                                          sort=[("first_seen", -1)])
-            if latest and latest["_id"] in session_ids:
-                fallback.add(latest["_id"])
+    # One query for every candidate member's orders without a session, then the
+    # latest session before each such order (few: most orders carry their session).
+    orders = db.orders.find({"member_id": {"$in": sorted(by_member)}, "session_id": None,
+                             "placed_at": {"$gte": earliest}}, {"member_id": 1, "placed_at": 1})
+    for order in orders:
+        member_id = order["member_id"]
+        latest = db.sessions.find_one({"member_id": member_id,
+                                       "first_seen": {"$lte": order["placed_at"]}},
+                                      sort=[("first_seen", -1)])
+        if latest and latest["_id"] in by_member[member_id]:
+            fallback.add(latest["_id"])
     return direct + len(fallback)
 
 
@@ -153,7 +155,15 @@ def slow_products(db, tz, rng, limit: int) -> list[dict]:
 
 def retention_cohorts(db, tz, period: str, first: str | None, last: str | None) -> dict:
     field = "paid_months" if period == "month" else "paid_weeks"
-    buyers = [sorted(m.get(field) or []) for m in db.members.find({field: {"$exists": True}}, {field: 1})]
+    # A buyer's cohort is the period of their first paid order, so the cohorts asked
+    # for are the buyers whose first_paid_at falls in them (an index range, not every member).
+    query: dict = {field: {"$exists": True}}
+    first_bounds = domain.period_bounds(first, period, tz) if first else None
+    last_bounds = domain.period_bounds(last, period, tz) if last else None
+    if first_bounds or last_bounds:
+        query["first_paid_at"] = {**({"$gte": first_bounds[0]} if first_bounds else {}),
+                                  **({"$lt": last_bounds[1]} if last_bounds else {})}
+    buyers = [sorted(m.get(field) or []) for m in db.members.find(query, {field: 1})]
     all_periods = sorted({p for periods in buyers for p in periods})
     rows = domain.cohort_table(buyers, all_periods)
     rows = [r for r in rows

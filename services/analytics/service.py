@@ -50,7 +50,7 @@ class AnalyticsService(ShopService):
     def _range(self, start, end, now=None):
         return domain.resolve_range(start, end, now or utcnow())
 
-    def ingest_batch(self, envelopes: list[dict]) -> list[str]:
+    def ingest_batch(self, envelopes: list[dict], validated: bool = False) -> list[str]:
         """Store and fold a batch in ONE transaction (with the chassis inbox rows when
         an event handler opens it), every event of the batch into one counter shard
         leased for the batch: the process's concurrent batches never write the same
@@ -58,7 +58,8 @@ class AnalyticsService(ShopService):
         shards = self.shards
         with store.leases(shards).lease(envelopes[0]["event_id"]) as shard:
             with self.store.transaction() as tx:
-                statuses = store.ingest_batch(tx.db, tx.session, envelopes, self.tz, shard)
+                statuses = store.ingest_batch(tx.db, tx.session, envelopes, self.tz, shard,
+                                              validated=validated)
         for envelope, status in zip(envelopes, statuses, strict=True):
             if status in ("unknown", "invalid"):
                 log.warning("event_kept_unfolded", status=status, event_type=envelope["event_type"],
@@ -129,11 +130,11 @@ class AnalyticsService(ShopService):
 
         def ingest_once() -> list[str]:
             try:
-                return self.ingest_batch(envelopes)
+                return self.ingest_batch(envelopes, validated=True)
             except DuplicateKeyError:
                 # A concurrent request committed one of these event ids after our
                 # look-up; the transaction is aborted, and a re-run sees it stored.
-                return self.ingest_batch(envelopes)
+                return self.ingest_batch(envelopes, validated=True)
 
         statuses = call_with_retries(ingest_once, self._shop_settings, self.name, "http", "track")
         duplicates = statuses.count("duplicate")

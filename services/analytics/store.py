@@ -131,6 +131,7 @@ class Fold:
         self.open: dict[tuple[str, str], list] = {}       # (collection, _id) -> its mergeable op
         self.unfolded: dict[str, tuple[dict, int]] = {}   # counters _id -> (keys, count)
         self.paid: set[str] = set()                       # orders already counted as paid
+        self.buckets: dict[datetime, tuple] = {}          # occurred_at -> its hour and day buckets
 
     def inc(self, at: datetime, dim: str, key: str, counters: dict) -> None:
         """Add `counters` to the current shard of the hour and day buckets of `at`
@@ -138,11 +139,17 @@ class Fold:
         counters = {k: v for k, v in counters.items() if v}
         if not counters:
             return
-        for bucket in domain.buckets_of(at, self.tz):
+        buckets = self.buckets.get(at)
+        if buckets is None:  # an event folds into several (dim, key) of the same buckets
+            buckets = self.buckets[at] = domain.buckets_of(at, self.tz)
+        for bucket in buckets:
             _id = f"{bucket.grain}|{bucket.key}|{dim}|{key}|{self.shard}"
-            keys = {"grain": bucket.grain, "bucket": bucket.key, "start": bucket.start,
-                    "end": bucket.end, "dim": dim, "key": key, "shard": self.shard}
-            total = self.pending.setdefault(_id, (keys, {}))[1]
+            entry = self.pending.get(_id)
+            if entry is None:
+                entry = self.pending[_id] = (
+                    {"grain": bucket.grain, "bucket": bucket.key, "start": bucket.start,
+                     "end": bucket.end, "dim": dim, "key": key, "shard": self.shard}, {})
+            total = entry[1]
             for name, value in counters.items():
                 total[name] = total.get(name, 0) + value
 
@@ -185,6 +192,8 @@ class Fold:
         collection's entity updates in order, each kind as one bulk write."""
         pending, self.pending = self.pending, {}
         ops, self.ops, self.open = self.ops, {}, {}
+        if len(self.buckets) > 10_000:  # rebuild keeps one Fold for the whole raw store
+            self.buckets = {}
         unfolded, self.unfolded = self.unfolded, {}
         if pending:
             self.db[AGG].bulk_write(
@@ -244,14 +253,16 @@ def ingest(db, session, envelope: dict, tz: ZoneInfo, now: datetime | None = Non
 
 
 def ingest_batch(db, session, envelopes: list[dict], tz: ZoneInfo, shard: int,
-                 now: datetime | None = None) -> list[str]:
+                 now: datetime | None = None, validated: bool = False) -> list[str]:
     """Store and fold a batch of envelopes, in order, inside `session`'s transaction
     (one transaction per batch), every event into counter shard `shard` (recorded on
     its raw document). Gives exactly what ingesting the envelopes one by one would:
     events already in the raw store, or earlier in the batch, are duplicates (looked
     up first: inside a transaction a duplicate-key error would abort the whole
     batch); an event of a member erased before it (in the store or earlier in the
-    batch) is stripped on arrival. Returns each envelope's status."""
+    batch) is stripped on arrival. `validated`: every payload was already loaded with
+    its event's schema (the collector's), so it is not loaded twice. Returns each
+    envelope's status."""
     ids = [e["event_id"] for e in envelopes]
     seen = {d["_id"] for d in db[RAW].find({"_id": {"$in": ids}}, {"_id": 1}, session=session)}
     members = {e["data"]["member_id"] for e in envelopes
@@ -265,7 +276,7 @@ def ingest_batch(db, session, envelopes: list[dict], tz: ZoneInfo, shard: int,
             statuses.append("duplicate")
             continue
         seen.add(envelope["event_id"])
-        doc = raw_document(envelope, shard, received, erased)
+        doc = raw_document(envelope, shard, received, erased, validated)
         if doc["status"] == "folded" and doc["event_type"] == "member_erased":
             erased.add(doc["data"]["member_id"])
         statuses.append(doc["status"])
@@ -276,18 +287,34 @@ def ingest_batch(db, session, envelopes: list[dict], tz: ZoneInfo, shard: int,
     return statuses
 
 
-def raw_document(envelope: dict, shard: int, received: datetime, erased: set[str]) -> dict:
+_SCHEMAS: dict[tuple[str, str], object] = {}
+
+
+def schema_of(source: str, event_type: str):
+    """One reusable instance of the event's data schema (None for an unknown event):
+    building a marshmallow schema costs more than loading a payload with it."""
+    key = (source, event_type)
+    if key not in _SCHEMAS:
+        spec = REGISTRY.get(key) or (load_all() and REGISTRY.get(key))
+        if spec is None:
+            return None
+        _SCHEMAS[key] = spec.schema()
+    return _SCHEMAS[key]
+
+
+def raw_document(envelope: dict, shard: int, received: datetime, erased: set[str],
+                 validated: bool = False) -> dict:
     """The raw-store document of an envelope: validated (status), minimised, and
     stripped of personal data when its member is in `erased`."""
     source, event_type = envelope["source"], envelope["event_type"]
     data = envelope.get("data") or {}
-    spec = REGISTRY.get((source, event_type)) or (load_all() and REGISTRY.get((source, event_type)))
+    schema = schema_of(source, event_type)
     status, errors = "folded", None
-    if spec is None or (source, event_type) not in FOLDERS:
+    if schema is None or (source, event_type) not in FOLDERS:
         status = "unknown"
-    else:
+    elif not validated:
         try:
-            spec.validate(data)
+            schema.load(data)
         except ValidationError as exc:
             status, errors = "invalid", exc.messages
     data = domain.minimise(data)
