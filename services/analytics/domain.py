@@ -306,6 +306,31 @@ def cohort_table(periods_by_member: list[list[str]], all_periods: list[str]) -> 
     return rows
 
 
+# --- traffic sources --------------------------------------------------------------------
+
+# Referrer hosts of the channels a Chinese shop buys or earns traffic from.
+SOURCE_HOSTS = {"douyin.com": "douyin", "baidu.com": "baidu", "xiaohongshu.com": "xiaohongshu",
+                "weibo.com": "weibo", "weixin.qq.com": "wechat", "bilibili.com": "bilibili",
+                "taobao.com": "taobao", "google.com": "google", "bing.com": "bing"}
+
+
+def traffic_source(session: dict) -> str:
+    """Where a session came from: `referral` (a referral code), the channel of a known
+    referrer host, `campaign` (a campaign link without one), `other` (another site) or
+    `direct`."""
+    if session.get("referral_code"):
+        return "referral"
+    referrer = session.get("referrer")
+    if isinstance(referrer, str) and "://" in referrer:
+        host = referrer.split("://", 1)[1].split("/", 1)[0].split(":", 1)[0].lower()
+        for suffix, channel in SOURCE_HOSTS.items():
+            if host == suffix or host.endswith("." + suffix):
+                return channel
+        if host:
+            return "other"
+    return "campaign" if session.get("campaign_id") else "direct"
+
+
 # --- personal data ----------------------------------------------------------------------
 
 def strip_personal(data: dict, keep_region: bool = False, event_type: str | None = None) -> dict:

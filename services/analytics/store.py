@@ -318,6 +318,10 @@ def raw_document(envelope: dict, shard: int, received: datetime, erased: set[str
         except ValidationError as exc:
             status, errors = "invalid", exc.messages
     data = domain.minimise(data)
+    if status == "folded" and event_type == "session_started" and source == TRACKING_SOURCE:
+        # kept beside the referrer it comes from: an erasure strips the referrer, and
+        # rebuild must still find the session's traffic source
+        data = {**data, "traffic_source": domain.traffic_source(data)}
     member_id = data.get("member_id") if isinstance(data.get("member_id"), str) else None
     if member_id and member_id in erased:
         data = domain.strip_personal(data, event_type=event_type)
@@ -369,6 +373,8 @@ def _tracking(step: str | None):
 
 def _session_started(f, d, at):
     _tracking(None)(f, d, at)
+    f.update("sessions", d["session_id"], {"$set": {"source": d.get("traffic_source")
+                                                    or domain.traffic_source(d)}})
     f.inc(at, "total", "all", {"sessions_started": 1})
     if d.get("campaign_id"):
         f.inc(at, "campaign", d["campaign_id"], {"sessions_started": 1})
@@ -532,7 +538,11 @@ def _return_received(f, d, at):
 
 def _ticket(field: str, counter: str):
     def rule(f, d, at):
-        f.update("tickets", d["ticket_id"], {"$min": {field: at}, "$set": {"category": d["category"]}})
+        update = {"$min": {field: at}, "$set": {"category": d["category"]}}
+        for due in ("first_response_due_at", "resolution_due_at"):  # the SLA deadlines, when sent
+            if d.get(due):
+                update["$min"][due] = parse_iso(d[due])
+        f.update("tickets", d["ticket_id"], update)
         f.inc(at, "total", "all", {counter: 1})
     return rule
 
