@@ -163,6 +163,43 @@ def resolve_range(start, end, now: datetime, default_days: int = DEFAULT_RANGE_D
     return TimeRange(start_at, end_at)
 
 
+PRESETS = ("today", "7d", "30d")
+
+
+def dashboard_range(params: dict, now: datetime, tz: ZoneInfo) -> tuple[str, TimeRange]:
+    """The dashboard's range and how it was chosen: `preset` (today: local midnight
+    to now; 7d, 30d: the last 7 or 30 days), `from`/`to` (local calendar dates, both
+    included), or `start`/`end` (ISO instants); default 7d. Resolved to whole hours."""
+    preset = params.get("preset") or None
+    if params.get("from") or params.get("to"):
+        first = _local_date(params.get("from"), "from", tz)
+        last = _local_date(params.get("to"), "to", tz)
+        if last < first:
+            raise ValidationFailed.field("to", "Must be on or after from.")
+        return "custom", resolve_range(first, next_local_day_start(last, tz), now)
+    if params.get("start") or params.get("end"):
+        return "custom", resolve_range(params.get("start"), params.get("end"), now)
+    preset = preset or "7d"
+    if preset not in PRESETS:
+        raise ValidationFailed.field("preset", f"Must be one of: {', '.join(PRESETS)}.")
+    if preset == "today":
+        return preset, resolve_range(local_day_start(now, tz), now, now)
+    return preset, resolve_range(now - timedelta(days=int(preset[:-1])), now, now)
+
+
+def previous_range(rng: TimeRange) -> TimeRange:
+    """The period of the same length just before `rng` (for comparisons)."""
+    return TimeRange(rng.start - (rng.end - rng.start), rng.start)
+
+
+def _local_date(text, field: str, tz: ZoneInfo) -> datetime:
+    try:
+        year, month, day = (int(part) for part in str(text).split("-"))
+        return datetime(year, month, day, tzinfo=tz).astimezone(timezone.utc)
+    except (ValueError, TypeError):
+        raise ValidationFailed.field(field, "Not a date (YYYY-MM-DD).") from None
+
+
 # --- arithmetic -------------------------------------------------------------------------
 
 def rate(part: int | float, whole: int | float) -> float:

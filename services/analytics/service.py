@@ -4,7 +4,6 @@ ingestion function; KPIs are served over RPC, HTTP, Prometheus and a dashboard."
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from zoneinfo import ZoneInfo
 
 from nameko.web.handlers import http
@@ -163,15 +162,15 @@ class AnalyticsService(ShopService):
     @http("GET", "/dashboard")
     def http_dashboard(self, request):
         try:
-            data = self._dashboard_data(request.args.get("start"), request.args.get("end"))
+            payload = self._dashboard_data(request.args.to_dict())
         except ValidationFailed as exc:
             return _error(exc)
-        return Response(dashboard.render(data), mimetype="text/html")
+        return Response(dashboard.render(payload), mimetype="text/html")
 
     @http("GET", "/dashboard/data")
     def http_dashboard_data(self, request):
         try:
-            return json_response(self._dashboard_data(request.args.get("start"), request.args.get("end")))
+            return json_response(self._dashboard_data(request.args.to_dict()))
         except ValidationFailed as exc:
             return _error(exc)
 
@@ -179,23 +178,20 @@ class AnalyticsService(ShopService):
     def http_dashboard_js(self, request):
         return Response(dashboard.SCRIPT, mimetype="application/javascript")
 
-    def _dashboard_data(self, start, end) -> dict:
-        db, tz = self.store.db, self.tz
-        rng = self._range(start, end)
-        days = domain.TimeRange(domain.local_day_start(rng.start, tz), rng.end + timedelta(days=1))
-        experiments = []
-        for key in queries.experiment_keys(db)[:10]:
-            experiments.append(queries.experiment_results(
-                db, key, setting(self, "experiment_alpha", 0.05, float),
-                setting(self, "experiment_min_exposures", 30)))
-        return {"currency": self._shop_settings.currency,
-                "kpis": queries.get_kpis(db, tz, rng),
-                "series": queries.daily_series(db, tz, days),
-                "top_products": queries.top_products(db, tz, rng, 10),
-                "cohorts": queries.retention_cohorts(db, tz, "month", None, None)["cohorts"][-12:],
-                "campaign_roi": queries.campaign_roi(db, tz, rng,
-                                                     setting(self, "attribution_window_days", 7)),
-                "experiments": experiments}
+    @http("GET", "/dashboard/vendor/chart.umd.min.js")
+    def http_chart_js(self, request):
+        return Response(dashboard.CHART_JS, mimetype="application/javascript",
+                        headers={"Cache-Control": "public, max-age=86400"})
+
+    def _dashboard_data(self, params: dict) -> dict:
+        options = dashboard.Options(
+            currency=self._shop_settings.currency,
+            locale=setting(self, "locale", "zh-CN", str),
+            attribution_window_days=setting(self, "attribution_window_days", 7),
+            experiment_alpha=setting(self, "experiment_alpha", 0.05, float),
+            experiment_min_exposures=setting(self, "experiment_min_exposures", 30),
+            refresh_seconds=setting(self, "dashboard_refresh_seconds", 60))
+        return dashboard.data(self.store.db, self.tz, params, utcnow(), options)
 
 
 def _error(exc: ShopError) -> Response:
