@@ -37,6 +37,13 @@ def env_float(name: str, default: float) -> float:
         raise ValueError(f"environment variable {name} must be a number, got {raw!r}") from None
 
 
+def env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    raw = os.environ.get(name) or default
+    if raw not in choices:
+        raise ValueError(f"environment variable {name} must be one of {', '.join(choices)}, got {raw!r}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     """The chassis settings of one service process."""
@@ -58,6 +65,14 @@ class Settings:
     transient_backoff_max: float
     outbox_sweep_interval: float
     outbox_sweep_grace: float
+    outbox_window: int = 200
+    outbox_max_attempts: int = 10
+    confirm_timeout: float = 5.0
+    amqp_heartbeat: int = 30
+    event_max_failures: int = 5
+    event_prefetch: int = 0
+    topology_declare_all: bool = True
+    topology_check_interval: float = 30.0
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -77,7 +92,10 @@ class Settings:
             timezone=env_str("SHOP_TIMEZONE", "Asia/Shanghai"),
             rpc_timeout=env_float("RPC_TIMEOUT", 10.0),
             max_workers=env_int("MAX_WORKERS", 10),
-            delivery_limit=env_int("EVENT_DELIVERY_LIMIT", 5),
+            # A far backstop only: the broker counts crashes and restarts too, and a
+            # crash-looping pod must not dead-letter the healthy events it held.
+            # Real handler failures are counted by the application (EVENT_MAX_FAILURES).
+            delivery_limit=env_int("EVENT_DELIVERY_LIMIT", 50),
             # About 30 s of retries per delivery (0.2 s doubling, capped at 5 s):
             # long enough to outlast a mongod failover, and, times the delivery
             # limit, longer than a killed client's open transaction can hold a
@@ -87,6 +105,17 @@ class Settings:
             transient_backoff_max=env_float("TRANSIENT_BACKOFF_MAX", 5.0),
             outbox_sweep_interval=env_float("OUTBOX_SWEEP_INTERVAL", 2.0),
             outbox_sweep_grace=env_float("OUTBOX_SWEEP_GRACE", 5.0),
+            outbox_window=env_int("OUTBOX_WINDOW", 200),
+            outbox_max_attempts=env_int("OUTBOX_MAX_ATTEMPTS", 10),
+            confirm_timeout=env_float("PUBLISH_CONFIRM_TIMEOUT", 5.0),
+            amqp_heartbeat=env_int("AMQP_HEARTBEAT", 30),
+            event_max_failures=env_int("EVENT_MAX_FAILURES", 5),
+            # 0: max_workers for one-by-one handlers, twice the batch size for batch handlers.
+            event_prefetch=env_int("EVENT_PREFETCH", 0),
+            # "all": this process may declare every consumer's queue (local and test
+            # stacks); "own": least privilege, each service declares only its own.
+            topology_declare_all=env_choice("TOPOLOGY_DECLARE", "all", ("all", "own")) == "all",
+            topology_check_interval=env_float("TOPOLOGY_CHECK_INTERVAL", 30.0),
         )
 
     def option(self, key: str, default, cast=None):

@@ -31,7 +31,8 @@ EVENTS_DUPLICATE = Counter(
     ["service", "event_type"], registry=REGISTRY)
 EVENTS_DEAD_LETTERED = Counter(
     "shop_events_dead_lettered_total",
-    "Events this process rejected to the dead-letter queue (malformed or over the limit).",
+    "Events this process sent to the dead-letter queue, by reason "
+    "(malformed, undecodable, unhandled, handler_failed).",
     ["service", "reason"], registry=REGISTRY)
 DEAD_LETTER_DEPTH = Gauge(
     "shop_dead_letter_messages", "Messages waiting in this service's dead-letter queue.",
@@ -46,6 +47,25 @@ OUTBOX_PENDING = Gauge(
 OUTBOX_OLDEST_SECONDS = Gauge(
     "shop_outbox_oldest_pending_seconds", "Age of the oldest unpublished outbox event.",
     ["service"], registry=REGISTRY)
+OUTBOX_PARKED = Gauge(
+    "shop_outbox_parked", "Outbox events parked after too many failed publishes (shop outbox retry).",
+    ["service"], registry=REGISTRY)
+OUTBOX_PARKED_TOTAL = Counter(
+    "shop_outbox_parked_events_total", "Outbox events parked by this process.",
+    ["service", "event_type"], registry=REGISTRY)
+OUTBOX_RELAY_SECONDS = Histogram(
+    "shop_outbox_relay_seconds", "From commit to the broker's confirm, for the committing process's events.",
+    ["service"], registry=REGISTRY,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+TOPOLOGY_MISSING = Gauge(
+    "shop_topology_missing_queue", "1 while a consumer queue the event catalog expects is missing.",
+    ["service", "queue"], registry=REGISTRY)
+TOPOLOGY_REPAIRS = Counter(
+    "shop_topology_repairs_total", "Queues found missing and declared again.",
+    ["service", "queue"], registry=REGISTRY)
+IDEMPOTENT_REPLAYS = Counter(
+    "shop_rpc_request_replays_total", "RPC calls answered from an earlier call with the same request_id.",
+    ["service", "method"], registry=REGISTRY)
 OUTBOX_SWEPT = Counter(
     "shop_outbox_swept_total", "Events re-published by the outbox sweep.",
     ["service"], registry=REGISTRY)

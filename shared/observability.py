@@ -14,13 +14,13 @@ from nameko.web.handlers import HttpRequestHandler
 from shared import context, logs, metrics
 from shared.config import settings_of
 from shared.errors import ShopError
-from shared.subscriptions import DUPLICATE, EventHandlerEntrypoint
+from shared.subscriptions import DUPLICATE, BatchHandlerEntrypoint, EventHandlerEntrypoint
 
 log = logs.get_logger("shop.entrypoint")
 
 
 def entrypoint_kind(entrypoint) -> str:
-    if isinstance(entrypoint, EventHandlerEntrypoint):
+    if isinstance(entrypoint, (EventHandlerEntrypoint, BatchHandlerEntrypoint)):
         return "event"
     if isinstance(entrypoint, NamekoRpc):
         return "rpc"
@@ -49,9 +49,17 @@ class Observability(DependencyProvider):
         fields = {"service": service, "entrypoint": entrypoint.method_name, "kind": kind,
                   "correlation_id": correlation}
         if kind == "event":
-            envelope = worker_ctx.args[0]
-            context.current_event.set({"envelope": envelope, "consumer": service, "recorded": False})
-            fields.update(event_id=envelope.get("event_id"), event_type=envelope.get("event_type"))
+            handling = {"consumer": service, "steps": 0, "skipped": 0,
+                        "entrypoint": f"{service}.{entrypoint.method_name}",
+                        "multi_step": getattr(entrypoint, "multi_step", False)}
+            subject = worker_ctx.args[0]
+            if isinstance(subject, list):  # a batch
+                handling.update(batch=subject, envelope=None, cause_id=None)
+                fields.update(batch_size=len(subject))
+            else:
+                handling.update(batch=None, envelope=subject, cause_id=subject.get("event_id"))
+                fields.update(event_id=subject.get("event_id"), event_type=subject.get("event_type"))
+            context.current_event.set(handling)
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(**fields)
         worker_ctx.service._shop_settings = self.settings

@@ -50,8 +50,8 @@ def call_with_retries(call, settings, service: str, kind: str, method: str):
             log.warning("transient_error_retrying", method=method, attempt=attempt + 1,
                         delay_s=round(delay, 3), error=type(exc).__name__)
             handling = current_event.get()
-            if handling is not None:
-                handling["recorded"] = False  # the aborted transaction took the inbox row with it
+            if handling is not None:  # the re-run keys its transactions from the first step again
+                handling["steps"] = handling["skipped"] = 0
             eventlet.sleep(delay)
 
 
@@ -59,8 +59,10 @@ def retrying(fn, kind: str):
     """Wrap a service method so transient errors re-run it with backoff.
 
     The whole method re-runs: an entrypoint is validate → one transaction →
-    reply, so a re-run is safe (an aborted transaction wrote nothing, and
-    an event's inbox row makes a committed one a duplicate)."""
+    reply, so a re-run is safe (an aborted transaction wrote nothing; an
+    event's inbox rows make committed steps duplicates; an RPC's request id
+    makes a committed write answer with its first result). An unknown commit
+    result is not re-run (store.py turns it into ServiceUnavailable)."""
 
     @functools.wraps(fn)
     def wrapper(self, *args, **kwargs):

@@ -8,12 +8,14 @@
 """
 from __future__ import annotations
 
+import functools
+
 import eventlet
 from nameko.extensions import DependencyProvider
 from nameko.rpc import MethodProxy, ReplyListener
 from nameko.rpc import Rpc as NamekoRpc
 
-from shared import metrics
+from shared import idempotency, metrics
 from shared.config import settings_of
 from shared.errors import EXPECTED_ERRORS, ServiceTimeout
 from shared.logs import get_logger
@@ -42,6 +44,7 @@ class Rpc(NamekoRpc):
 
         method = getattr(self.container.service_cls, self.method_name)
         target = getattr(method, "__wrapped_signature__", method)
+        kwargs = {k: v for k, v in kwargs.items() if k != "request_id"}  # the chassis's own
         try:
             inspect.signature(target).bind(None, *args, **kwargs)
         except TypeError as exc:
@@ -49,13 +52,49 @@ class Rpc(NamekoRpc):
 
 
 def rpc(fn=None, *, expected_exceptions: tuple = ()):
-    """`@rpc` on a service method (optionally with more expected exceptions)."""
+    """`@rpc` on a service method (optionally with more expected exceptions).
+
+    Every method also takes an optional `request_id` keyword: a repeated call
+    with the same id returns the first call's result (idempotency.py)."""
 
     def decorate(method):
-        wrapped = retrying(method, kind="rpc")
+        wrapped = _once_per_request(retrying(method, kind="rpc"))
         return Rpc.decorator(expected_exceptions=EXPECTED_ERRORS + tuple(expected_exceptions))(wrapped)
 
     return decorate(fn) if fn is not None else decorate
+
+
+def _once_per_request(fn):
+    @functools.wraps(fn)
+    def wrapper(self, *args, request_id=None, **kwargs):
+        if request_id is None:
+            return fn(self, *args, **kwargs)
+        service = type(self).name
+        db = _store_of(self)
+        before = metrics.IDEMPOTENT_REPLAYS.labels(service, fn.__name__)
+        marker = {}
+
+        def call():
+            marker["ran"] = True
+            return fn(self, *args, **kwargs)
+
+        result = idempotency.run_once(db, service, fn.__name__, request_id, call)
+        if not marker:
+            before.inc()
+        return result
+
+    wrapper.__wrapped_signature__ = getattr(fn, "__wrapped_signature__", fn)
+    return wrapper
+
+
+def _store_of(service):
+    """The database of the worker's injected Store."""
+    from shared.store import StoreHandle
+
+    for value in vars(service).values():
+        if isinstance(value, StoreHandle):
+            return value.db
+    raise TypeError(f"{type(service).__name__} has no Store: request_id needs one")
 
 
 class ServiceClient:

@@ -1,33 +1,55 @@
 """Event subscriptions: one queue per consuming service, one dispatcher.
 
 `@handles("order", "order_placed")` marks a service method as the handler of
-that event. Every handler of a service shares the service's quorum queue
-`evt--<service>`; the router reads the envelope's `source` and `event_type`
-and runs the matching handler in a worker. Outcomes:
+that event; `@handles_batch(max_size=500)` marks one method that takes every
+other event of the service's queue in batches. Every handler of a service
+shares the service's quorum queue `evt--<service>`; the router reads the
+envelope's `source` and `event_type` and runs the matching handler in a
+worker. Outcomes:
 - handled (or a duplicate skipped by the inbox): acked;
-- the handler raised: requeued; the queue's delivery limit dead-letters it;
-- a malformed envelope: rejected straight to the dead-letter queue."""
+- the handler raised: the failure is counted per (consumer, event_id) in the
+  service's database (`failures.py`), the message is requeued after a short
+  pause, and after EVENT_MAX_FAILURES failures it is sent to the dead-letter
+  queue with the reason and error; a crash or restart counts nothing;
+- a malformed envelope, a body that cannot be decoded, or an event type the
+  service has no handler for: straight to the dead-letter queue, with a reason
+  (`shop-dead-reason` header: malformed, undecodable, unhandled, handler_failed).
+
+The service's queue and bindings are declared at start-up and re-declared
+every TOPOLOGY_CHECK_INTERVAL seconds (idempotent), which repairs a deleted
+queue or binding; the gauge `shop_topology_repairs_total` counts repairs."""
 from __future__ import annotations
 
+import functools
 from functools import partial
 
+import eventlet
 from eventlet.event import Event
+from eventlet.semaphore import Semaphore
 from marshmallow import ValidationError
 from nameko.exceptions import ContainerBeingKilled
 from nameko.extensions import Entrypoint, ProviderCollector, SharedExtension
 from nameko.messaging import HeaderDecoder, QueueConsumer
 
-from shared import metrics
+from shared import failures, metrics
 from shared.config import settings_of
 from shared.events.base import Envelope
 from shared.inbox import DuplicateEvent
 from shared.logs import get_logger
+from shared.publisher import OK, ConfirmedPublisher, Outgoing
 from shared.retry import BROKER_LINK_ERRORS, retrying
-from shared.topology import dead_letter_queue_name, declare_service
+from shared.topology import (
+    dead_letter_exchange_name,
+    dead_letter_queue_name,
+    declare_service,
+    service_queue_name,
+)
 
 log = get_logger(__name__)
 
 DUPLICATE = "__duplicate_event__"
+MALFORMED, UNDECODABLE, UNHANDLED, HANDLER_FAILED = "malformed", "undecodable", "unhandled", "handler_failed"
+REQUEUE_PAUSE_MAX = 5.0
 
 
 def _settle_safely(settle):
@@ -53,9 +75,21 @@ if not getattr(QueueConsumer.ack_message, "shop_safe", False):
 
 class EventQueueConsumer(QueueConsumer):
     """nameko's QueueConsumer on its own connection, remembering whether it is
-    consuming (for /health/ready)."""
+    consuming (for /health/ready), with the router's prefetch, and handing
+    bodies kombu cannot decode to the router instead of dropping them."""
 
     consuming = False
+    router = None
+
+    @property
+    def prefetch_count(self):
+        return self.router.prefetch if self.router is not None else self.container.max_workers
+
+    def get_consumers(self, consumer_cls, channel):
+        consumers = super().get_consumers(consumer_cls, channel)
+        for provider, consumer in self._consumers.items():
+            consumer.on_decode_error = partial(provider.undecodable, self)
+        return consumers
 
     def on_consume_ready(self, connection, channel, consumers, **kwargs):
         self.consuming = True
@@ -79,39 +113,58 @@ class EventRouter(SharedExtension, ProviderCollector):
         self.queue = None
         self._unregistering = set()
         self._unregistered = Event()
-
-    @property
-    def handled(self) -> set[tuple[str, str]]:
-        return {(p.source, p.event_type) for p in self._providers}
+        self._buffer: list = []
+        self._flusher = None
+        self._dead_letters = None
+        self._dead_letter_lock = Semaphore()
 
     @property
     def consuming(self) -> bool:
         return bool(self.queue_consumer.consuming)
+
+    @property
+    def batch_provider(self):
+        return next((p for p in self._providers if isinstance(p, BatchHandlerEntrypoint)), None)
+
+    @property
+    def prefetch(self) -> int:
+        if self.settings.event_prefetch:
+            return self.settings.event_prefetch
+        batch = self.batch_provider
+        return max(self.container.max_workers, 2 * batch.max_size if batch else 0)
 
     def setup(self):
         if self.queue is not None:
             return
         self.settings = settings_of(self.container)
         self.service = self.container.service_name
-        handled = {(e.source, e.event_type) for e in self.container.entrypoints
-                   if isinstance(e, EventHandlerEntrypoint)}
+        self.handled = {(e.source, e.event_type) for e in self.container.entrypoints
+                        if isinstance(e, EventHandlerEntrypoint)}
         # Declared before consuming, with every binding the catalog lists,
         # so events published before this service ever ran are waiting.
         with self.queue_consumer.connection as connection:
-            self.queue = declare_service(connection, self.service, handled,
+            self.queue = declare_service(connection, self.service, self.handled,
                                          self.settings.delivery_limit)
+        self.queue_consumer.router = self
         self.queue_consumer.register_provider(self)
 
     def start(self):
         self.container.spawn_managed_thread(self._watch_dead_letters, identifier="dlq_watch")
+        self.container.spawn_managed_thread(self._keep_declared, identifier="topology_check")
 
     def stop(self):
         if not self._providers_registered and self.queue is not None:
             self.queue_consumer.unregister_provider(self)
             self._unregistered.send(True)
+        self._close_dead_letters()
+
+    def kill(self):
+        self._close_dead_letters()
 
     def unregister_provider(self, provider):
         self._unregistering.add(provider)
+        if isinstance(provider, BatchHandlerEntrypoint):
+            self._flush()
         if not (self._providers - self._unregistering) and not self._unregistered.ready():
             if self.queue is not None:
                 self.queue_consumer.unregister_provider(self)
@@ -119,36 +172,121 @@ class EventRouter(SharedExtension, ProviderCollector):
         self._unregistered.wait()
         super().unregister_provider(provider)
 
+    @property
+    def db(self):
+        from shared.store import Store
+
+        stores = [d for d in self.container.dependencies if isinstance(d, Store)]
+        return stores[0].db if stores else None
+
+    # -- dispatch -----------------------------------------------------------------------
     def handle_message(self, body, message):
         try:
-            envelope = Envelope().load(body if isinstance(body, dict) else {})
             if not isinstance(body, dict):
                 raise ValidationError({"_schema": ["The message body is not a JSON object."]})
+            envelope = Envelope().load(body)
         except ValidationError as exc:
-            metrics.EVENTS_DEAD_LETTERED.labels(self.service, "malformed").inc()
             log.error("event_malformed_dead_lettered", fields=exc.messages,
                       routing_key=message.delivery_info.get("routing_key"))
-            self._reject(message)
+            self.dead_letter(message, MALFORMED, str(exc.messages)[:300])
             return
         for provider in self._providers:
-            if (provider.source, provider.event_type) == (envelope["source"], envelope["event_type"]):
+            if isinstance(provider, EventHandlerEntrypoint) and \
+                    (provider.source, provider.event_type) == (envelope["source"], envelope["event_type"]):
                 provider.handle_event(body, message)
                 return
-        metrics.EVENTS_CONSUMED.labels(self.service, envelope["event_type"], "unhandled").inc()
-        log.warning("event_unhandled", event_type=envelope["event_type"], source=envelope["source"],
-                    event_id=envelope["event_id"])
+        batch = self.batch_provider
+        if batch is not None and batch not in self._unregistering:
+            self._buffer.append((body, message))
+            if len(self._buffer) >= batch.max_size:
+                self._flush()
+            elif self._flusher is None:
+                self._flusher = eventlet.spawn_after(batch.max_wait, self._flush)
+            return
+        metrics.EVENTS_CONSUMED.labels(self.service, envelope["event_type"], UNHANDLED).inc()
+        log.error("event_unhandled_dead_lettered", event_type=envelope["event_type"],
+                  source=envelope["source"], event_id=envelope["event_id"])
+        self.dead_letter(message, UNHANDLED, f"no handler for {envelope['source']}.{envelope['event_type']}")
+
+    def _flush(self):
+        if self._flusher is not None:
+            self._flusher.cancel()
+            self._flusher = None
+        items, self._buffer = self._buffer, []
+        batch = self.batch_provider
+        if items and batch is not None:
+            batch.handle_batch(items)
+        elif items:  # the batch handler is gone (stopping): let another consumer have them
+            for _, message in items:
+                self.queue_consumer.requeue_message(message)
+
+    def undecodable(self, queue_consumer, message, exc):
+        log.error("event_undecodable_dead_lettered", error=type(exc).__name__,
+                  content_type=message.content_type,
+                  routing_key=(message.delivery_info or {}).get("routing_key"))
+        self.dead_letter(message, UNDECODABLE, f"{type(exc).__name__}: {exc}"[:300])
+
+    # -- failures and dead letters ------------------------------------------------------
+    def failed(self, envelope: dict, message, exc: BaseException, event_type: str) -> None:
+        """A handler failed on `envelope`: count it; dead-letter after the limit,
+        else requeue after a pause (in a managed thread: never holds a worker)."""
+        error = f"{type(exc).__name__}: {exc}"
+        try:
+            count = failures.record_failure(self.db, self.service, envelope["event_id"], error)
+        except Exception as store_exc:  # the store is away: a failure we cannot count yet
+            log.warning("event_failure_not_counted", error=type(store_exc).__name__)
+            count = None
+        limit = self.settings.event_max_failures
+        log.error("event_handler_failed", event_type=event_type, event_id=envelope.get("event_id"),
+                  failures=count, limit=limit, error=type(exc).__name__, message=str(exc)[:300])
+        if count is not None and count >= limit:
+            if self.dead_letter(message, HANDLER_FAILED, error[:300], failures=count):
+                failures.mark_dead_lettered(self.db, self.service, envelope["event_id"])
+            return
+        pause = min(0.2 * (2 ** ((count or 1) - 1)), REQUEUE_PAUSE_MAX)
+
+        def requeue_later():
+            eventlet.sleep(pause)
+            self.queue_consumer.requeue_message(message)
+
+        self.container.spawn_managed_thread(requeue_later, identifier="event_requeue")
+
+    def dead_letter(self, message, reason: str, error: str, failures: int | None = None) -> bool:
+        """Publish the message to the dead-letter exchange with why, then ack it.
+        If that publish is not confirmed the message is requeued instead."""
+        headers = dict(message.headers or {})
+        headers.update({"shop-dead-reason": reason, "shop-dead-error": error,
+                        "shop-dead-routing-key": (message.delivery_info or {}).get("routing_key") or "",
+                        "shop-dead-exchange": (message.delivery_info or {}).get("exchange") or ""})
+        if failures is not None:
+            headers["shop-dead-failures"] = failures
+        raw = message.body if isinstance(message.body, (bytes, bytearray)) else str(message.body).encode()
+        key = message.properties.get("message_id") or f"dl-{id(message)}"
+        outgoing = Outgoing(key, dead_letter_exchange_name(self.service),
+                            headers["shop-dead-routing-key"], bytes(raw), headers,
+                            content_type=message.content_type or "application/octet-stream",
+                            content_encoding=message.content_encoding or "binary")
+        with self._dead_letter_lock:
+            if self._dead_letters is None:
+                self._dead_letters = ConfirmedPublisher(self.settings.amqp_uri,
+                                                        heartbeat=self.settings.amqp_heartbeat,
+                                                        confirm_timeout=self.settings.confirm_timeout)
+            outcome = self._dead_letters.publish_window([outgoing])[key]
+        if outcome != OK:
+            log.error("dead_letter_publish_failed", reason=reason, outcome=outcome)
+            self.queue_consumer.requeue_message(message)
+            return False
+        metrics.EVENTS_DEAD_LETTERED.labels(self.service, reason).inc()
         self.queue_consumer.ack_message(message)
+        return True
 
-    def _reject(self, message):
-        if message.channel.connection:
-            try:
-                message.reject(requeue=False)
-            except BROKER_LINK_ERRORS as exc:
-                log.warning("event_reject_lost", error=type(exc).__name__)
+    def _close_dead_letters(self):
+        if self._dead_letters is not None:
+            self._dead_letters.close()
+            self._dead_letters = None
 
+    # -- background checks --------------------------------------------------------------
     def _watch_dead_letters(self):
-        import eventlet
-
         while True:
             try:
                 with self.queue_consumer.connection as connection:
@@ -159,13 +297,46 @@ class EventRouter(SharedExtension, ProviderCollector):
                 log.debug("dlq_depth_unavailable", error=type(exc).__name__)
             eventlet.sleep(15)
 
+    def _keep_declared(self):
+        """Re-declare our queue and bindings (idempotent); a queue that had gone is a repair."""
+        queue = service_queue_name(self.service)
+        while True:
+            eventlet.sleep(self.settings.topology_check_interval)
+            try:
+                with self.queue_consumer.connection as connection:
+                    existed = _queue_exists(connection, queue)
+                    declare_service(connection, self.service, self.handled, self.settings.delivery_limit)
+                metrics.TOPOLOGY_MISSING.labels(self.service, queue).set(0)
+                if not existed:
+                    metrics.TOPOLOGY_REPAIRS.labels(self.service, queue).inc()
+                    log.error("own_queue_redeclared", queue=queue)
+            except Exception as exc:
+                log.warning("topology_check_failed", error=type(exc).__name__)
+
+
+def _queue_exists(connection, queue: str) -> bool:
+    from amqp.exceptions import NotFound as QueueNotFound
+
+    channel = connection.channel()
+    try:
+        channel.queue_declare(queue, passive=True)
+        return True
+    except QueueNotFound:
+        return False
+    finally:
+        try:
+            channel.close()
+        except Exception:
+            pass
+
 
 class EventHandlerEntrypoint(Entrypoint, HeaderDecoder):
     router = EventRouter()
 
-    def __init__(self, source: str, event_type: str, **kwargs):
+    def __init__(self, source: str, event_type: str, steps: bool = False, **kwargs):
         self.source = source
         self.event_type = event_type
+        self.multi_step = steps
         super().__init__(**kwargs)
 
     def setup(self):
@@ -194,32 +365,99 @@ class EventHandlerEntrypoint(Entrypoint, HeaderDecoder):
             self.router.queue_consumer.ack_message(message)
         else:
             metrics.EVENTS_CONSUMED.labels(service, self.event_type, "error").inc()
-            deliveries = (message.headers or {}).get("x-delivery-count", 0)
-            log.error("event_handler_failed_requeued", event_type=self.event_type,
-                      event_id=worker_ctx.args[0].get("event_id"), delivery_count=deliveries,
-                      error=type(exc_info[1]).__name__)
-            self.router.queue_consumer.requeue_message(message)
+            self.router.failed(worker_ctx.args[0], message, exc_info[1], self.event_type)
         return result, exc_info
 
 
-def handles(source: str, event_type: str):
-    """Decorate `on_<event_type>(self, envelope)` as the service's handler."""
+class BatchHandlerEntrypoint(Entrypoint, HeaderDecoder):
+    """Takes up to `max_size` received messages at once (waiting at most
+    `max_wait` seconds for a batch to fill) in one worker. A batch that fails
+    is split: each of its messages runs alone, so only a poison message is
+    counted as failing."""
+
+    router = EventRouter()
+
+    def __init__(self, max_size: int = 500, max_wait: float = 0.05, **kwargs):
+        self.max_size = max_size
+        self.max_wait = max_wait
+        super().__init__(**kwargs)
+
+    def setup(self):
+        self.router.register_provider(self)
+
+    def stop(self):
+        self.router.unregister_provider(self)
+
+    def handle_batch(self, items: list) -> None:
+        envelopes = [body for body, _ in items]
+        messages = [message for _, message in items]
+        context_data = self.unpack_message_headers(messages[0])
+        if envelopes[0].get("correlation_id"):
+            context_data["correlation_id"] = envelopes[0]["correlation_id"]
+        try:
+            self.container.spawn_worker(self, (envelopes,), {}, context_data=context_data,
+                                        handle_result=partial(self.handle_result, items))
+        except ContainerBeingKilled:
+            for message in messages:
+                self.router.queue_consumer.requeue_message(message)
+
+    def handle_result(self, items, worker_ctx, result=None, exc_info=None):
+        service = self.container.service_name
+        if exc_info is None:
+            for body, message in items:
+                metrics.EVENTS_CONSUMED.labels(service, body.get("event_type", "?"), "ok").inc()
+                self.router.queue_consumer.ack_message(message)
+        elif len(items) > 1:
+            log.warning("event_batch_failed_split", size=len(items), error=type(exc_info[1]).__name__)
+
+            def one_by_one():
+                for item in items:
+                    self.handle_batch([item])
+
+            self.container.spawn_managed_thread(one_by_one, identifier="event_batch_split")
+        else:
+            body, message = items[0]
+            metrics.EVENTS_CONSUMED.labels(service, body.get("event_type", "?"), "error").inc()
+            self.router.failed(body, message, exc_info[1], body.get("event_type", "?"))
+        return result, exc_info
+
+
+def handles(source: str, event_type: str, steps: bool = False):
+    """Decorate `on_<event_type>(self, envelope)` as the service's handler.
+    `steps=True`: the handler opens several transactions, each keyed in the inbox."""
 
     def decorate(fn):
         wrapped = retrying(_skip_duplicates(fn), kind="event")
-        return EventHandlerEntrypoint.decorator(source, event_type)(wrapped)
+        return EventHandlerEntrypoint.decorator(source, event_type, steps=steps)(wrapped)
+
+    return decorate
+
+
+def handles_batch(max_size: int = 500, max_wait: float = 0.05):
+    """Decorate `on_event_batch(self, envelopes)`: every event of the service's
+    queue without its own `@handles`, in batches. Its first transaction records
+    the whole batch in the inbox and exposes `tx.fresh`, the envelopes not
+    applied before: fold only those."""
+
+    def decorate(fn):
+        wrapped = retrying(fn, kind="event")
+        return BatchHandlerEntrypoint.decorator(max_size=max_size, max_wait=max_wait)(wrapped)
 
     return decorate
 
 
 def _skip_duplicates(fn):
-    import functools
+    from shared.context import current_event
 
     @functools.wraps(fn)
     def wrapper(self, envelope):
         try:
-            return fn(self, envelope)
+            result = fn(self, envelope)
         except DuplicateEvent:
             return DUPLICATE
+        handling = current_event.get()
+        if handling is not None and handling["steps"] and handling["skipped"] == handling["steps"]:
+            return DUPLICATE  # every step had been applied before
+        return result
 
     return wrapper

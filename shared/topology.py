@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from amqp.exceptions import PreconditionFailed
 from kombu import Connection, Exchange, Queue, binding
 from nameko.standalone.events import get_event_exchange
 
 from shared.events import TRACKING_SOURCE
 from shared.events.base import load_all, subscriptions_of
+from shared.logs import get_logger
+
+log = get_logger(__name__)
 
 
 def event_exchange(source: str) -> Exchange:
@@ -68,7 +72,7 @@ def service_queue(service: str, bindings: Iterable[tuple[str, str]], delivery_li
 
 
 def declare_service(connection: Connection, service: str, handled: Iterable[tuple[str, str]] = (),
-                    delivery_limit: int = 5) -> Queue:
+                    delivery_limit: int = 50) -> Queue:
     """Declare `service`'s queue, its bindings and its dead-letter queue."""
     channel = connection.default_channel
     dlq = dead_letter_queue(service)
@@ -77,7 +81,19 @@ def declare_service(connection: Connection, service: str, handled: Iterable[tupl
     for source, _ in bindings:
         event_exchange(source)(channel).declare()
     queue = service_queue(service, bindings, delivery_limit)
-    queue(channel).declare()
+    try:
+        queue(channel).declare()
+    except PreconditionFailed as exc:
+        # The queue exists with other arguments (e.g. an older x-delivery-limit):
+        # queue arguments cannot change in place. Keep consuming the existing
+        # queue with every binding, and say how to move it to the new arguments.
+        log.error("queue_arguments_differ", queue=queue.name, error=str(exc)[:300],
+                  hint="drain it and delete it so the next start re-declares it, "
+                       "or set the limit with a policy (deploy/k8s)")
+        bound = queue(connection.channel())
+        bound.queue_declare(passive=True)
+        for item in queue.bindings:
+            item.bind(bound)
     return queue
 
 
@@ -96,7 +112,7 @@ def consumers_of_source(source: str) -> set[str]:
 
 
 def declare_suite(connection: Connection, services: Iterable[str] | None = None,
-                  delivery_limit: int = 5) -> list[str]:
+                  delivery_limit: int = 50) -> list[str]:
     """Declare the queues of `services` (default: every consumer in the catalog)."""
     names = sorted(set(services) if services is not None else consuming_services())
     for name in names:

@@ -15,8 +15,8 @@ from tests.chassis.test_chassis_integration import order_placed
 
 
 def test_declare_is_idempotent_and_creates_every_consumer_queue(amqp_uri):
-    first = declare(amqp_uri, None, 5)
-    second = declare(amqp_uri, None, 5)
+    first = declare(amqp_uri, None, 50)
+    second = declare(amqp_uri, None, 50)
     assert first == second == sorted(["analytics", "catalog", "fulfillment", "marketing", "member", "order"])
     from kombu import Connection
 

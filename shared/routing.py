@@ -1,0 +1,90 @@
+"""Which queues an event must reach, and whether they exist right now.
+
+`mandatory` publishing only proves that *some* queue matched: an event whose
+consumer lost its queue (deleted by hand, a broker that lost its definitions)
+would reach the other consumers and silently miss that one. Before a window
+of events goes out, the relay asks `ConsumerQueues.missing_for` about the
+queues of every consumer the event catalog lists for those event types
+(passive declares on a channel of their own, since a failed passive declare
+closes its channel; answers are cached for `ttl` seconds, and forgotten at
+once when a publish comes back unroutable).
+
+A missing queue is re-declared when this process may declare the suite's
+topology (`TOPOLOGY_DECLARE=all`, local and test stacks); otherwise (least
+privilege, Kubernetes) its events are held in the outbox, the gauge
+`shop_topology_missing_queues` says which, and the consumer's own periodic
+check re-declares it."""
+from __future__ import annotations
+
+import time
+
+from amqp.exceptions import NotFound as QueueNotFound
+
+from shared import metrics
+from shared.logs import get_logger
+from shared.topology import broker_events, declare_service, service_queue_name
+
+log = get_logger(__name__)
+
+
+def consumer_queues(source: str) -> dict[str, set[str]]:
+    """event_type → the consumer queues the catalog says it must reach."""
+    out: dict[str, set[str]] = {}
+    for spec in broker_events():
+        if spec.source == source:
+            out[spec.event_type] = {service_queue_name(c) for c in spec.consumers}
+    return out
+
+
+class ConsumerQueues:
+    def __init__(self, source: str, *, may_declare: bool, delivery_limit: int, ttl: float = 2.0):
+        self.source = source
+        self.may_declare = may_declare
+        self.delivery_limit = delivery_limit
+        self.ttl = ttl
+        self.expected = consumer_queues(source)
+        self._seen: dict[str, float] = {}  # queue → when it was last seen to exist
+
+    def on_connect(self, connection) -> None:
+        self._seen.clear()
+
+    def forget(self, event_type: str) -> None:
+        for queue in self.expected.get(event_type, ()):
+            self._seen.pop(queue, None)
+
+    def missing_for(self, publisher, service: str, event_types) -> dict[str, set[str]]:
+        """event_type → its consumer queues that do not exist (after any repair)."""
+        wanted = set().union(*(self.expected.get(t, set()) for t in event_types)) if event_types else set()
+        now = time.monotonic()
+        stale = {q for q in wanted if now - self._seen.get(q, -1e9) > self.ttl}
+        absent = self._absent(publisher.connection, stale) if stale else set()
+        if absent and self.may_declare:
+            for queue in sorted(absent):
+                consumer = queue.removeprefix("evt--")
+                declare_service(publisher.connection, consumer, delivery_limit=self.delivery_limit)
+                metrics.TOPOLOGY_REPAIRS.labels(service, queue).inc()
+                log.warning("consumer_queue_redeclared", queue=queue)
+            absent = self._absent(publisher.connection, absent)
+        for queue in stale - absent:
+            self._seen[queue] = now
+        for queue in wanted:
+            metrics.TOPOLOGY_MISSING.labels(service, queue).set(1 if queue in absent else 0)
+        return {t: self.expected.get(t, set()) & absent for t in event_types}
+
+    @staticmethod
+    def _absent(connection, queues: set[str]) -> set[str]:
+        absent = set()
+        channel = connection.channel()
+        try:
+            for queue in sorted(queues):
+                try:
+                    channel.queue_declare(queue, passive=True)
+                except QueueNotFound:
+                    absent.add(queue)
+                    channel = connection.channel()  # the 404 closed the last one
+        finally:
+            try:
+                channel.close()
+            except Exception:
+                pass
+        return absent
