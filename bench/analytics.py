@@ -295,7 +295,7 @@ def track(mongo_uri: str, source: Path, seconds: float, clients: int, batch: int
         devstack.wait_until(lambda: devstack.health_ready(url), 90, what="analytics ready")
         estimate = int(seconds * 20_000 / batch) + clients * 2  # more than the run can use
         bodies = track_bodies(estimate, batch)
-        lock, accepted, latencies = threading.Lock(), [0], []
+        lock, accepted, failed, latencies = threading.Lock(), [0], [0], []
         stop = time.perf_counter() + seconds
 
         def client() -> None:
@@ -306,9 +306,14 @@ def track(mongo_uri: str, source: Path, seconds: float, clients: int, batch: int
                         return
                     body = bodies.pop()
                 started = time.perf_counter()
-                reply = http.post(f"{url}/track", data=body, timeout=60,
-                                  headers={"Content-Type": "application/json"})
-                reply.raise_for_status()
+                try:
+                    reply = http.post(f"{url}/track", data=body, timeout=60,
+                                      headers={"Content-Type": "application/json"})
+                    reply.raise_for_status()
+                except requests.RequestException:
+                    with lock:
+                        failed[0] += 1
+                    continue
                 with lock:
                     accepted[0] += reply.json()["accepted"]
                     latencies.append(time.perf_counter() - started)
@@ -323,7 +328,7 @@ def track(mongo_uri: str, source: Path, seconds: float, clients: int, batch: int
         stored = MongoClient(mongo_uri)[database].raw.estimated_document_count()
         latencies.sort()
         return {"source": str(source), "clients": clients, "batch": batch, "seconds": round(elapsed, 2),
-                "accepted": accepted[0], "stored": stored,
+                "accepted": accepted[0], "failed_requests": failed[0], "stored": stored,
                 "events_per_s": round(accepted[0] / elapsed, 1),
                 "request_p50_ms": round(latencies[len(latencies) // 2] * 1000, 1) if latencies else None,
                 "load_average": os.getloadavg()}

@@ -1,6 +1,6 @@
-"""The analytics service: entrypoints only. Every catalog event analytics consumes
-has a handler (generated below from the event catalog) that funnels into one
-ingestion function; KPIs are served over RPC, HTTP, Prometheus and a dashboard."""
+"""The analytics service: entrypoints only. Every event of its queue arrives in
+batches (`on_event_batch`), `/track` requests are batches too, and both fold through
+one batch ingestion function; KPIs are served over RPC, HTTP, Prometheus and a dashboard."""
 from __future__ import annotations
 
 import json
@@ -19,7 +19,7 @@ from shared.retry import call_with_retries
 from shared.rpc import rpc
 from shared.service import ShopService, json_response
 from shared.store import Store
-from shared.subscriptions import handles
+from shared.subscriptions import handles_batch
 from shared.validation import load
 
 log = get_logger(__name__)
@@ -50,24 +50,42 @@ class AnalyticsService(ShopService):
         return domain.resolve_range(start, end, now or utcnow())
 
     def ingest_batch(self, envelopes: list[dict], validated: bool = False) -> list[str]:
-        """Store and fold a batch in ONE transaction (with the chassis inbox rows when
-        an event handler opens it), every event of the batch into one counter shard
-        leased for the batch: the process's concurrent batches never write the same
-        bucket document, so they do not abort each other."""
+        """Store and fold a batch in ONE transaction, every event of the batch into
+        one counter shard leased for the batch: the process's concurrent batches never
+        write the same bucket document, so they do not abort each other."""
         shards = self.shards
         with store.leases(shards).lease(envelopes[0]["event_id"]) as shard:
             with self.store.transaction() as tx:
                 statuses = store.ingest_batch(tx.db, tx.session, envelopes, self.tz, shard,
                                               validated=validated)
-        for envelope, status in zip(envelopes, statuses, strict=True):
-            if status in ("unknown", "invalid"):
-                log.warning("event_kept_unfolded", status=status, event_type=envelope["event_type"],
-                            source=envelope["source"], event_id=envelope["event_id"])
+        self._log_unfolded(envelopes, statuses)
         return statuses
 
     def ingest(self, envelope: dict) -> str:
         """One event: a batch of one."""
         return self.ingest_batch([envelope])[0]
+
+    def _log_unfolded(self, envelopes: list[dict], statuses: list[str]) -> None:
+        for envelope, status in zip(envelopes, statuses, strict=True):
+            if status in ("unknown", "invalid"):
+                log.warning("event_kept_unfolded", status=status, event_type=envelope["event_type"],
+                            source=envelope["source"], event_id=envelope["event_id"])
+
+    # --- the event stream ---------------------------------------------------------------
+
+    @handles_batch(max_size=500)
+    def on_event_batch(self, envelopes: list[dict]):
+        """Every event of `evt--analytics`, up to 500 at a time, in one transaction:
+        its inbox rows (the chassis records them in the first transaction and leaves
+        in `tx.fresh` the events this consumer never applied) and the batch fold.
+        The raw store's own look-up still drops an event already stored by another
+        path (a rebuild, or a replay with a new inbox)."""
+        shards = self.shards
+        with store.leases(shards).lease(envelopes[0]["event_id"]) as shard:
+            with self.store.transaction() as tx:
+                fresh = tx.fresh
+                statuses = store.ingest_batch(tx.db, tx.session, fresh, self.tz, shard) if fresh else []
+        self._log_unfolded(fresh, statuses)
 
     # --- RPC ----------------------------------------------------------------------------
 
@@ -95,6 +113,11 @@ class AnalyticsService(ShopService):
     def campaign_roi(self, start=None, end=None):
         window = setting(self, "attribution_window_days", 7)
         return queries.campaign_roi(self.store.db, self.tz, self._range(start, end), window)
+
+    @rpc
+    def channel_roi(self, start=None, end=None):
+        window = setting(self, "attribution_window_days", 7)
+        return queries.channel_roi(self.store.db, self.tz, self._range(start, end), window)
 
     @rpc
     def experiment_results(self, experiment_key):
@@ -196,17 +219,3 @@ class AnalyticsService(ShopService):
 
 def _error(exc: ShopError) -> Response:
     return json_response(exc.to_dict(), 400)
-
-
-def _handler(event_type: str):
-    def handler(self, envelope):
-        self.ingest(envelope)
-
-    handler.__name__ = handler.__qualname__ = f"on_{event_type}"
-    handler.__doc__ = f"Store `{event_type}` once and fold it into the aggregates."
-    return handler
-
-
-# One handler per event of the catalog that names analytics as a consumer.
-for _source, _event_type in store.analytics_events():
-    setattr(AnalyticsService, f"on_{_event_type}", handles(_source, _event_type)(_handler(_event_type)))

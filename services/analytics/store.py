@@ -105,12 +105,6 @@ TRACKING_TYPES = ("session_started", "page_viewed", "product_viewed", "cart_upda
 MIN_TIME = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-def analytics_events() -> list[tuple[str, str]]:
-    """Every (source, event_type) of the catalog analytics consumes from the broker."""
-    return sorted((s.source, s.event_type) for s in load_all().values()
-                  if "analytics" in s.consumers and s.source != TRACKING_SOURCE)
-
-
 class Fold:
     """The write side of a batch of events: every write is buffered, merged per
     document, and sent as one bulk write per collection at `flush`.
