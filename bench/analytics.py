@@ -14,7 +14,10 @@ scale, printed as one JSON document.
 - track (with --track-seconds > 0): the analytics service started as a process
   (`python -m shared.run analytics`, its source tree given by --source, on a
   private virtual host of the broker at AMQP_URI), W clients posting batches of B
-  tracking events to `POST /track` for a few seconds: events/s accepted.
+  tracking events to `POST /track` for a few seconds: events/s accepted, and the
+  CPU seconds the service and mongod spent (events per CPU second);
+- stream (with --stream N): N broker events published to `evt--analytics` first,
+  then consumed by the service's batch handler: events/s stored.
 
 `run(...)` returns the same dictionary for `make bench`."""
 from __future__ import annotations
@@ -276,23 +279,63 @@ def track_bodies(count: int, batch: int) -> list[bytes]:
     return bodies
 
 
-def track(mongo_uri: str, source: Path, seconds: float, clients: int, batch: int) -> dict:
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time a process has used (Linux /proc), 0 when unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, TypeError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class ServiceProcess:
+    """The analytics service as a process of its own (`python -m shared.run analytics`)
+    on a fresh virtual host and database, from source tree `source`."""
+
+    def __init__(self, mongo_uri: str, source: Path, track_batch: int):
+        self.mongo_uri, self.source, self.track_batch = mongo_uri, source, track_batch
+        base = os.environ.get("AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/")
+        self.vhost = f"shop-bench-{uuid.uuid4().hex[:8]}"
+        self.amqp_uri = devstack.with_vhost(base, self.vhost)
+        self.port = devstack.free_port()
+        self.database = f"bench_track_{uuid.uuid4().hex[:6]}"
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = None
+        # the service's (warning and error) log, kept for a look after the run
+        self.log = open(Path(tempfile.gettempdir()) / f"bench-analytics-{self.vhost}.log", "w")
+        devstack.create_vhost(self.vhost)
+
+    def start(self) -> None:
+        env = {**os.environ, "PYTHONPATH": str(self.source), "MONGO_URI": self.mongo_uri,
+               "AMQP_URI": self.amqp_uri, "ANALYTICS_DB": self.database,
+               "ANALYTICS_HTTP_PORT": str(self.port),
+               "ANALYTICS_TRACK_MAX_BATCH": str(self.track_batch), "LOG_LEVEL": "WARNING"}
+        profile = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] if os.environ.get("BENCH_PROFILE") else []
+        self.proc = subprocess.Popen([sys.executable, *profile, "-m", "shared.run", "analytics"], cwd=self.source,
+                                     env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        devstack.wait_until(lambda: devstack.health_ready(self.url), 120, what="analytics ready")
+
+    def close(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.log.close()
+        MongoClient(self.mongo_uri).drop_database(self.database)
+        devstack.delete_vhost(self.vhost)
+
+
+def track(mongo_uri: str, source: Path, seconds: float, clients: int, batch: int,
+          mongod_pid: int | None = None) -> dict:
     import requests
 
-    base = os.environ.get("AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/")
-    vhost = f"shop-bench-{uuid.uuid4().hex[:8]}"
-    devstack.create_vhost(vhost)
-    port = devstack.free_port()
-    database = f"bench_track_{uuid.uuid4().hex[:6]}"
-    env = {**os.environ, "PYTHONPATH": str(source), "MONGO_URI": mongo_uri,
-           "AMQP_URI": devstack.with_vhost(base, vhost), "ANALYTICS_DB": database,
-           "ANALYTICS_HTTP_PORT": str(port), "ANALYTICS_TRACK_MAX_BATCH": str(batch),
-           "LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen([sys.executable, "-m", "shared.run", "analytics"], cwd=source, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    service = ServiceProcess(mongo_uri, source, batch)
     try:
-        devstack.wait_until(lambda: devstack.health_ready(url), 90, what="analytics ready")
+        service.start()
+        url = service.url
+        proc = service.proc
         estimate = int(seconds * 20_000 / batch) + clients * 2  # more than the run can use
         bodies = track_bodies(estimate, batch)
         lock, accepted, failed, latencies = threading.Lock(), [0], [0], []
@@ -318,6 +361,7 @@ def track(mongo_uri: str, source: Path, seconds: float, clients: int, batch: int
                     accepted[0] += reply.json()["accepted"]
                     latencies.append(time.perf_counter() - started)
 
+        cpu_before = cpu_seconds(proc.pid), cpu_seconds(mongod_pid)
         started = time.perf_counter()
         threads = [threading.Thread(target=client) for _ in range(clients)]
         for t in threads:
@@ -325,26 +369,64 @@ def track(mongo_uri: str, source: Path, seconds: float, clients: int, batch: int
         for t in threads:
             t.join()
         elapsed = time.perf_counter() - started
-        stored = MongoClient(mongo_uri)[database].raw.estimated_document_count()
+        service_cpu = cpu_seconds(proc.pid) - cpu_before[0]
+        mongod_cpu = cpu_seconds(mongod_pid) - cpu_before[1]
+        stored = MongoClient(mongo_uri)[service.database].raw.estimated_document_count()
         latencies.sort()
         return {"source": str(source), "clients": clients, "batch": batch, "seconds": round(elapsed, 2),
                 "accepted": accepted[0], "failed_requests": failed[0], "stored": stored,
                 "events_per_s": round(accepted[0] / elapsed, 1),
                 "request_p50_ms": round(latencies[len(latencies) // 2] * 1000, 1) if latencies else None,
+                # CPU the service and mongod spent: on a shared machine, events per CPU
+                # second says more than events per wall-clock second
+                "service_cpu_s": round(service_cpu, 2), "mongod_cpu_s": round(mongod_cpu, 2),
+                "events_per_cpu_s": round(accepted[0] / (service_cpu + mongod_cpu), 1)
+                if service_cpu + mongod_cpu else None,
                 "load_average": os.getloadavg()}
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        MongoClient(mongo_uri).drop_database(database)
-        devstack.delete_vhost(vhost)
+        service.close()
+
+
+def stream(mongo_uri: str, source: Path, events: int, mongod_pid: int | None = None) -> dict:
+    """`events` broker events published to evt--analytics before the service starts,
+    then consumed by its batch handler: events/s from the first to the last stored."""
+    from kombu import Connection
+
+    from shared.topology import declare_service, event_exchange
+
+    service = ServiceProcess(mongo_uri, source, 500)
+    try:
+        history, sent = History(per_day=WINDOW_EVENTS // WINDOW_DAYS, seed=3), []
+        while len(sent) < events:
+            sent += [e for e in history.next_day() if e["source"] != "tracking"]
+        sent = sent[:events]
+        with Connection(service.amqp_uri, transport_options={"confirm_publish": True}) as conn:
+            declare_service(conn, "analytics")
+            producer = conn.Producer(serializer="json")
+            for env in sent:
+                exchange = event_exchange(env["source"])
+                producer.publish(env, exchange=exchange, routing_key=env["event_type"],
+                                 declare=[exchange], delivery_mode=2)
+        db = MongoClient(mongo_uri, tz_aware=True)[service.database]
+        cpu_mongod = cpu_seconds(mongod_pid)
+        service.start()
+        devstack.wait_until(lambda: db.raw.estimated_document_count() >= events, 1800,
+                            interval=0.5, what="every event consumed")
+        service_cpu = cpu_seconds(service.proc.pid)
+        mongod_cpu = cpu_seconds(mongod_pid) - cpu_mongod
+        first = db.raw.find_one(sort=[("received_at", 1)])["received_at"]
+        last = db.raw.find_one(sort=[("received_at", -1)])["received_at"]
+        elapsed = max((last - first).total_seconds(), 1e-3)
+        return {"events": events, "seconds": round(elapsed, 2), "events_per_s": round(events / elapsed, 1),
+                "service_cpu_s_incl_start": round(service_cpu, 2), "mongod_cpu_s": round(mongod_cpu, 2),
+                "load_average": os.getloadavg()}
+    finally:
+        service.close()
 
 
 def run(sizes=(10_000, 100_000), batch: int = 500, repeats: int = 5, rebuild: bool = True,
         track_seconds: float = 0, clients: int = 6, track_batch: int = 500,
-        source: Path = ROOT) -> dict:
+        source: Path = ROOT, stream_events: int = 0) -> dict:
     """The whole bench against a mongod of its own; returns the JSON document."""
     out: dict = {"machine": {"cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()},
                  "window_days": WINDOW_DAYS, "batch": batch}
@@ -355,7 +437,10 @@ def run(sizes=(10_000, 100_000), batch: int = 500, repeats: int = 5, rebuild: bo
             if sizes:
                 out["scale"] = scale(mongod.uri, sorted(int(s) for s in sizes), batch, repeats, rebuild)
             if track_seconds > 0:
-                out["track"] = track(mongod.uri, Path(source), track_seconds, clients, track_batch)
+                out["track"] = track(mongod.uri, Path(source), track_seconds, clients, track_batch,
+                                     mongod.pid())
+            if stream_events > 0:
+                out["stream"] = stream(mongod.uri, Path(source), stream_events, mongod.pid())
         finally:
             mongod.stop()
     out["machine"]["load_average_at_end"] = os.getloadavg()
@@ -372,12 +457,14 @@ def main() -> None:
     parser.add_argument("--track-seconds", type=float, default=0, help="also load POST /track")
     parser.add_argument("--clients", type=int, default=6)
     parser.add_argument("--track-batch", type=int, default=500)
+    parser.add_argument("--stream", type=int, default=0,
+                        help="also consume this many broker events through the batch handler")
     parser.add_argument("--source", type=Path, default=ROOT,
                         help="source tree the /track service runs from (to compare versions)")
     args = parser.parse_args()
     sizes = [int(float(s)) for s in args.sizes.split(",") if s]
     result = run(sizes, args.batch, args.repeats, not args.no_rebuild,
-                 args.track_seconds, args.clients, args.track_batch, args.source)
+                 args.track_seconds, args.clients, args.track_batch, args.source, args.stream)
     print(json.dumps(result, indent=2))
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from zoneinfo import ZoneInfo
 
+from eventlet.semaphore import Semaphore
 from nameko.web.handlers import http
 from pymongo.errors import DuplicateKeyError
 from werkzeug.wrappers import Response
@@ -23,6 +24,8 @@ from shared.subscriptions import handles_batch
 from shared.validation import load
 
 log = get_logger(__name__)
+# One stream batch in flight per process (see on_event_batch).
+STREAM_BATCHES = Semaphore(1)
 
 
 def setting(service, name: str, default, kind=int):
@@ -78,10 +81,14 @@ class AnalyticsService(ShopService):
         """Every event of `evt--analytics`, up to 500 at a time, in one transaction:
         its inbox rows (the chassis records them in the first transaction and leaves
         in `tx.fresh` the events this consumer never applied) and the batch fold.
+        One stream batch at a time per process: with a backlog the chassis hands out
+        batches back to back, and concurrent batches of one order's or one member's
+        events write the same summaries and abort each other (measured: every batch
+        retried); the next batch waits instead, and replicas add the parallelism.
         The raw store's own look-up still drops an event already stored by another
         path (a rebuild, or a replay with a new inbox)."""
         shards = self.shards
-        with store.leases(shards).lease(envelopes[0]["event_id"]) as shard:
+        with STREAM_BATCHES, store.leases(shards).lease(envelopes[0]["event_id"]) as shard:
             with self.store.transaction() as tx:
                 fresh = tx.fresh
                 statuses = store.ingest_batch(tx.db, tx.session, fresh, self.tz, shard) if fresh else []
