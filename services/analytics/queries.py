@@ -183,7 +183,10 @@ def attributed_orders(db, rng, window_days: int, launches: dict):
     the range: the order's campaign (its launch channel), else its referral code, else
     the member's latest marketing message within the window before placement."""
     window = timedelta(days=window_days)
-    for order in db.orders.find({"paid_at": {"$gte": rng.start, "$lt": rng.end}}):
+    orders = list(db.orders.find({"paid_at": {"$gte": rng.start, "$lt": rng.end}}))
+    touches = _touches_before(db, [o for o in orders if not o.get("campaign_id")
+                                   and not o.get("referral_code")], window)
+    for order in orders:
         net = order.get("paid_total", 0) - order.get("refunded", 0)
         campaign, channel = order.get("campaign_id"), None
         if campaign:
@@ -192,12 +195,27 @@ def attributed_orders(db, rng, window_days: int, launches: dict):
             campaign, channel = f"referral:{order['referral_code']}", "referral"
         else:
             moment = _aware(order.get("placed_at") or order["paid_at"])
-            touch = db.touches.find_one({"member_id": order.get("member_id"),
-                                         "at": {"$lte": moment, "$gte": moment - window}},
-                                        sort=[("at", -1)])
+            touch = next((t for t in touches.get(order.get("member_id"), ())
+                          if moment - window <= _aware(t["at"]) <= moment), None)
             if touch:
                 campaign, channel = touch["campaign_id"], touch["channel"]
         yield order, campaign, channel, net
+
+
+def _touches_before(db, orders: list[dict], window: timedelta) -> dict[str, list[dict]]:
+    """The marketing messages that may attribute `orders`, per member, latest first:
+    one query over the members and the window before their placements."""
+    moments = [_aware(o.get("placed_at") or o["paid_at"]) for o in orders]
+    members = sorted({o["member_id"] for o in orders if o.get("member_id")})
+    if not members:
+        return {}
+    out: dict[str, list[dict]] = defaultdict(list)
+    for touch in db.touches.find({"member_id": {"$in": members},
+                                  "at": {"$gte": min(moments) - window, "$lte": max(moments)}},
+                                 {"member_id": 1, "campaign_id": 1, "channel": 1, "at": 1},
+                                 sort=[("at", -1)]):
+        out[touch["member_id"]].append(touch)
+    return out
 
 
 def channel_roi(db, tz, rng, window_days: int) -> dict:
