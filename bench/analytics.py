@@ -310,9 +310,11 @@ class ServiceProcess:
                "AMQP_URI": self.amqp_uri, "ANALYTICS_DB": self.database,
                "ANALYTICS_HTTP_PORT": str(self.port),
                "ANALYTICS_TRACK_MAX_BATCH": str(self.track_batch), "LOG_LEVEL": "WARNING"}
-        profile = ["-m", "cProfile", "-o", os.environ["BENCH_PROFILE"]] if os.environ.get("BENCH_PROFILE") else []
-        self.proc = subprocess.Popen([sys.executable, *profile, "-m", "shared.run", "analytics"], cwd=self.source,
-                                     env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        # BENCH_PROFILE=FILE: run the service under cProfile (written when it stops)
+        profiled = os.environ.get("BENCH_PROFILE")
+        profile = ["-m", "cProfile", "-o", profiled] if profiled else []
+        self.proc = subprocess.Popen([sys.executable, *profile, "-m", "shared.run", "analytics"],
+                                     cwd=self.source, env=env, stdout=self.log, stderr=subprocess.STDOUT)
         devstack.wait_until(lambda: devstack.health_ready(self.url), 120, what="analytics ready")
 
     def close(self) -> None:
