@@ -3,6 +3,7 @@
     python -m shared.admin declare [SERVICE ...]     idempotent; all consumers by default
     python -m shared.admin dlq list SERVICE [--limit N] [--json]
     python -m shared.admin dlq replay SERVICE [--limit N]
+    (outbox list|retry: `shop outbox ...`, shared/cli.py)
 
 Replay sends each dead-lettered message back to that service's own queue
 only (not to its other consumers), then removes it from the dead-letter queue."""
@@ -24,14 +25,21 @@ def declare(amqp_uri: str, services: list[str] | None, delivery_limit: int) -> l
 
 
 def _describe(message) -> dict:
-    body = message.payload if message.content_type else message.body
-    deaths = (message.headers or {}).get("x-death") or [{}]
+    try:
+        body = message.payload if message.content_type else message.body
+    except Exception:  # dead-lettered because it could not be decoded
+        body = None
+    headers = message.headers or {}
+    deaths = headers.get("x-death") or [{}]
     return {
         "event_id": body.get("event_id") if isinstance(body, dict) else None,
         "event_type": body.get("event_type") if isinstance(body, dict) else None,
         "source": body.get("source") if isinstance(body, dict) else None,
-        "reason": deaths[0].get("reason"),
-        "deliveries": (message.headers or {}).get("x-delivery-count"),
+        # Sent by the consumer with why (subscriptions.py), else by the broker's limit.
+        "reason": headers.get("shop-dead-reason") or deaths[0].get("reason"),
+        "error": headers.get("shop-dead-error"),
+        "failures": headers.get("shop-dead-failures"),
+        "deliveries": headers.get("x-delivery-count"),
     }
 
 
@@ -61,7 +69,7 @@ def replay_dead_letters(amqp_uri: str, service: str, limit: int = 1000) -> int:
                 break
             message = channel.message_to_python(raw)
             headers = {k: v for k, v in (message.headers or {}).items()
-                       if not k.startswith("x-")}
+                       if not k.startswith(("x-", "shop-dead-"))}
             producer.publish(message.body, exchange=Exchange(""), routing_key=service_queue_name(service),
                              headers=headers, content_type=message.content_type,
                              content_encoding=message.content_encoding, mandatory=True,
@@ -75,6 +83,27 @@ def dead_letter_depth(amqp_uri: str, service: str) -> int:
     with Connection(amqp_uri) as conn:
         _, count, _ = conn.default_channel.queue_declare(dead_letter_queue_name(service), passive=True)
         return count
+
+
+def _service_db(service: str):
+    """The service's own database, from the same environment the service reads."""
+    from shared.store import connect
+
+    settings = Settings.from_env(service)
+    return connect(settings.mongo_uri)[settings.database]
+
+
+def list_outbox(service: str, state: str = "parked", limit: int = 50) -> list[dict]:
+    from shared import outbox
+
+    return outbox.list_rows(_service_db(service), state, limit)
+
+
+def retry_outbox(service: str, event_ids: list[str] | None = None) -> int:
+    """Parked rows become due now; the service's relay sweep publishes them."""
+    from shared import outbox
+
+    return outbox.retry_parked(_service_db(service), event_ids)
 
 
 def main(argv: list[str] | None = None) -> int:

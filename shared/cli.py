@@ -2,6 +2,7 @@
 
     shop order get ORDER_ID            shop catalog stock PRODUCT_ID
     shop kpis --since 7d               shop dlq list order
+    shop outbox list order --state parked   shop outbox retry order
     shop call catalog get_product '"prd_..."'
 
 Readable tables by default, `--json` for scripts. Every command has --help."""
@@ -128,6 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     p_dlq.add_argument("action", choices=["list", "replay"])
     p_dlq.add_argument("service")
     p_dlq.add_argument("--limit", type=int, default=100)
+    p_outbox = sub.add_parser("outbox", help="a service's unpublished events (pending or parked)",
+                              description="list a service's pending or parked outbox events, "
+                                          "or make parked ones due again")
+    p_outbox.add_argument("action", choices=["list", "retry"])
+    p_outbox.add_argument("service")
+    p_outbox.add_argument("event_ids", nargs="*", help="retry: only these (default: every parked one)")
+    p_outbox.add_argument("--state", choices=["parked", "pending"], default="parked")
+    p_outbox.add_argument("--limit", type=int, default=50)
     sub.add_parser("declare", help="declare the broker topology (idempotent)",
                    description="declare every event queue, binding and dead-letter queue")
     p_call = sub.add_parser("call", help="call any RPC method", description="call any RPC method: "
@@ -144,6 +153,11 @@ def run(args) -> object:
         if args.action == "list":
             return admin.list_dead_letters(settings.amqp_uri, args.service, args.limit)
         return {"replayed": admin.replay_dead_letters(settings.amqp_uri, args.service, args.limit)}
+    if args.group == "outbox":
+        if args.action == "list":
+            return admin.list_outbox(args.service, args.state, args.limit)
+        return {"retried": admin.retry_outbox(args.service, args.event_ids or None),
+                "service": args.service}
     if args.group == "declare":
         return {"declared": admin.declare(settings.amqp_uri, None, settings.delivery_limit)}
 

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import functools
+import inspect
 
 import eventlet
 from nameko.extensions import DependencyProvider
@@ -38,13 +39,12 @@ class Rpc(NamekoRpc):
 
     def check_signature(self, args, kwargs):
         # Check against the undecorated method, not the retry wrapper.
-        import inspect
-
         from nameko.exceptions import IncorrectSignature
 
         method = getattr(self.container.service_cls, self.method_name)
         target = getattr(method, "__wrapped_signature__", method)
-        kwargs = {k: v for k, v in kwargs.items() if k != "request_id"}  # the chassis's own
+        if "request_id" not in inspect.signature(target).parameters:
+            kwargs = {k: v for k, v in kwargs.items() if k != "request_id"}  # the chassis's own
         try:
             inspect.signature(target).bind(None, *args, **kwargs)
         except TypeError as exc:
@@ -65,6 +65,10 @@ def rpc(fn=None, *, expected_exceptions: tuple = ()):
 
 
 def _once_per_request(fn):
+    target = getattr(fn, "__wrapped_signature__", fn)
+    if "request_id" in inspect.signature(target).parameters:
+        return fn  # the method keys its own writes by request_id (e.g. member.redeem_points)
+
     @functools.wraps(fn)
     def wrapper(self, *args, request_id=None, **kwargs):
         if request_id is None:

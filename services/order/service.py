@@ -107,7 +107,9 @@ class OrderService(ShopService):
                 log.warning("order_timer_job_failed", job=job.__name__, error=type(exc).__name__)
 
     # -- events -----------------------------------------------------------------------
-    @handles("catalog", "stock_reserved")
+    # Two steps: the confirm, then the capture's record (payments never run inside a
+    # transaction); each is keyed in the inbox so a re-run skips only what happened.
+    @handles("catalog", "stock_reserved", steps=True)
     def on_stock_reserved(self, envelope):
         self._flow().on_stock_reserved(envelope["data"], utcnow())
 
@@ -127,7 +129,7 @@ class OrderService(ShopService):
     def on_shipment_delivered(self, envelope):
         self._flow().on_shipment("shipment_delivered", envelope["data"], utcnow())
 
-    @handles("fulfillment", "return_received")
+    @handles("fulfillment", "return_received", steps=True)  # the return, then the refund's record
     def on_return_received(self, envelope):
         self._flow().on_return_received(envelope["data"], utcnow())
 

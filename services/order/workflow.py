@@ -147,9 +147,10 @@ class OrderWorkflow:
             events = domain.confirm(order, now)
             if events:
                 self._save(tx, repo, order, events)
-        if events:
-            # After the confirm committed, outside its transaction (see module docstring).
-            self.attempt_payment(order["id"], now)
+        # After the confirm committed, outside its transaction (see module docstring); also
+        # on a re-run whose confirm was applied before: claiming the capture is conditional,
+        # so only a capture that is due now is attempted, once.
+        self.attempt_payment(order["id"], now)
 
     def on_stock_reservation_failed(self, data: dict, now: datetime) -> None:
         with self.store.transaction() as tx:
@@ -265,21 +266,21 @@ class OrderWorkflow:
         return {"order_id": order["id"], **ret}
 
     def on_return_received(self, data: dict, now: datetime) -> None:
-        refund_id = None
+        wanted_id = order_refund_id(data["return_id"])
         with self.store.transaction() as tx:
             repo = OrderRepo(tx.db, tx.session)
             order = repo.find(data["order_id"])
             if order is None:
                 return
-            wanted_id = order_refund_id(data["return_id"])
             refund = returns.receive_return(order, data["return_id"], data["lines"], wanted_id, now)
             known = any(r["id"] == data["return_id"] for r in order["returns"])
             if refund:
-                refund_id = self._stage_refund(tx, order, refund, now, refund_id=wanted_id)
+                self._stage_refund(tx, order, refund, now, refund_id=wanted_id)
             if known:
                 repo.save(order)
-        if refund_id:
-            self.process_refund(refund_id, now)
+        # Also on a re-run whose first step was applied before: claiming the refund is
+        # conditional, so a pending refund is paid out once and a settled one is left alone.
+        self.process_refund(wanted_id, now)
 
     def _stage_refund(self, tx, order: dict, refund: dict, now: datetime,
                       refund_id: str | None = None) -> str:

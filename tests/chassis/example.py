@@ -9,6 +9,7 @@ from __future__ import annotations
 import eventlet
 from marshmallow import Schema, fields, validate
 from pymongo import ASCENDING, IndexModel
+from pymongo.errors import AutoReconnect
 
 from shared.context import get_correlation_id
 from shared.errors import NotFound, ValidationFailed
@@ -17,7 +18,7 @@ from shared.logs import get_logger
 from shared.rpc import RpcClient, rpc
 from shared.service import ShopService
 from shared.store import Store
-from shared.subscriptions import handles
+from shared.subscriptions import handles, handles_batch
 from shared.validation import load
 
 log = get_logger(__name__)
@@ -88,9 +89,36 @@ class ExampleInventory(ShopService):
                                                  for line in data["lines"]]})
 
 
+    @handles("order", "order_cancelled", steps=True)
+    def on_order_cancelled(self, envelope):
+        """Two steps, as a saga's confirm-then-capture: each applies once however often
+        the handler re-runs. A `fail_second_step_once` flag makes step two fail once
+        with a transient store error after step one committed."""
+        order_id = envelope["data"]["order_id"]
+        with self.store.transaction() as tx:
+            tx.db.steps.update_one({"_id": order_id}, {"$inc": {"first": 1}}, upsert=True,
+                                   session=tx.session)
+        if self.store.db.flags.find_one_and_delete({"_id": "fail_second_step_once"}):
+            raise AutoReconnect("mongod went away between the steps")
+        with self.store.transaction() as tx:
+            tx.db.steps.update_one({"_id": order_id}, {"$inc": {"second": 1}}, upsert=True,
+                                   session=tx.session)
+
+
 class ExampleAnalytics(ShopService):
     name = "analytics"
     store = Store()
+
+    @handles_batch(max_size=50, max_wait=0.05)
+    def on_event_batch(self, envelopes):
+        """Every other event analytics consumes, folded a batch per transaction."""
+        if any(e["data"].get("order_id", "").startswith("poison") for e in envelopes):
+            raise RuntimeError("a poison event in the batch")
+        with self.store.transaction() as tx:
+            if tx.fresh:
+                tx.db.batched.insert_many([{"event_id": e["event_id"], "event_type": e["event_type"],
+                                            "batch_size": len(envelopes)} for e in tx.fresh],
+                                          session=tx.session)
 
     @handles("catalog", "stock_adjusted")
     def on_stock_adjusted(self, envelope):

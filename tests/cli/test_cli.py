@@ -27,7 +27,7 @@ def test_tables_for_rows_and_pairs_json_for_scripts():
     assert render([], False) == "(none)"
 
 
-@pytest.mark.parametrize("argv", [[], ["catalog"], ["order"], ["kpis"], ["dlq"], ["call"], ["analytics"]])
+@pytest.mark.parametrize("argv", [[], ["catalog"], ["order"], ["kpis"], ["dlq"], ["outbox"], ["call"], ["analytics"]])
 def test_help_everywhere(argv, capsys):
     with pytest.raises(SystemExit) as info:
         build_parser().parse_args([*argv, "--help"])
@@ -57,4 +57,31 @@ def test_real_calls_print_tables_json_and_typed_errors(start_service, rpc, amqp_
     assert main(["--json", "call", "catalog", "get_stock", json.dumps(product["id"])]) == 0
     assert json.loads(cli_output(capsys))["on_hand"] == 7
     assert main(["--json", "dlq", "list", "catalog"]) == 0
+    assert json.loads(cli_output(capsys)) == []
+
+
+def test_outbox_list_and_retry_parked_rows(start_service, settings_for, monkeypatch, capsys):
+    from shared.store import Tx
+    from shared.testing import store_of, wait_for
+
+    settings = settings_for("catalog")
+    container = start_service(CatalogService, settings=settings)
+    monkeypatch.setenv("MONGO_URI", settings.mongo_uri)
+    monkeypatch.setenv("CATALOG_DB", settings.database)
+    db = store_of(container)
+    with db.client.start_session() as session, session.start_transaction():
+        envelope = Tx(db, session, "catalog").emit("stock_adjusted", {
+            "product_id": "prd_cli", "delta": 1, "reason": "cli", "on_hand": 1, "available": 1})
+    db.outbox.update_one({"_id": envelope["event_id"]},
+                         {"$set": {"state": "parked", "attempts": 10, "last_error": "unroutable"},
+                          "$unset": {"pending": ""}})
+    assert main(["--json", "outbox", "list", "catalog"]) == 0
+    rows = json.loads(cli_output(capsys))
+    assert [(r["event_id"], r["state"], r["attempts"]) for r in rows] == [(envelope["event_id"], "parked", 10)]
+    assert main(["--json", "outbox", "retry", "catalog"]) == 0
+    assert json.loads(cli_output(capsys))["retried"] == 1
+    # The running service's sweep publishes it.
+    wait_for(lambda: (db.outbox.find_one({"_id": envelope["event_id"]}) or {}).get("state") == "published",
+             what="retried row published")
+    assert main(["--json", "outbox", "list", "catalog"]) == 0
     assert json.loads(cli_output(capsys)) == []

@@ -1,0 +1,289 @@
+"""The event engine against a real mongod and a real RabbitMQ: crash loops,
+counted failures, dead letters with a reason, multi-step handlers, unknown
+commit results, relays sharing an outbox, parked rows, a deleted consumer
+queue, batches and idempotent RPC writes."""
+import uuid
+from datetime import timedelta
+
+import pytest
+from kombu import Connection, Exchange, Queue
+from pymongo import MongoClient
+from pymongo.client_session import ClientSession
+from pymongo.errors import ConnectionFailure
+
+from shared import outbox
+from shared.admin import dead_letter_depth, list_dead_letters, replay_dead_letters
+from shared.clock import utcnow
+from shared.errors import Conflict, ServiceUnavailable, ValidationFailed
+from shared.events.base import spec_for
+from shared.failures import failures_of
+from shared.outbox import OutboxRelay
+from shared.routing import ConsumerQueues
+from shared.store import Tx
+from shared.testing import make_envelope, publish_event, store_of, wait_for
+from shared.topology import event_exchange
+from tests.chassis.example import ExampleAnalytics, ExampleInventory
+from tests.chassis.test_chassis_integration import order_placed
+
+
+def uid(prefix="p"):
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def consuming(container):
+    from shared.subscriptions import EventRouter
+
+    routers = [e for e in container.subextensions if isinstance(e, EventRouter)]
+    return all(router.consuming for router in routers)
+
+
+def test_a_crash_looping_consumer_dead_letters_nothing_and_applies_each_event_once(start_service,
+                                                                                   amqp_uri, settings_for):
+    settings = settings_for("catalog", max_workers=4)
+    first = start_service(ExampleInventory, settings=settings)
+    first.stop()
+    orders = [uid("ord") for _ in range(60)]
+    for order in orders:
+        publish_event(amqp_uri, order_placed(order, uid()))
+    for _ in range(10):  # killed right after it starts consuming, prefetch window in hand
+        container = start_service(ExampleInventory, settings=settings)
+        wait_for(lambda c=container: consuming(c), what="consumer started")
+        container.kill()
+    survivor = start_service(ExampleInventory, settings=settings)
+    db = store_of(survivor)
+    wait_for(lambda: db.applied.count_documents({"order_id": {"$in": orders}}) == len(orders),
+             timeout=60, what="every event applied")
+    assert dead_letter_depth(amqp_uri, "catalog") == 0
+    counts = list(db.applied.aggregate([{"$match": {"order_id": {"$in": orders}}},
+                                        {"$group": {"_id": "$order_id", "n": {"$sum": 1}}},
+                                        {"$match": {"n": {"$gt": 1}}}]))
+    assert counts == []
+
+
+def test_a_poison_message_is_parked_after_exactly_n_failures_then_replayed(start_service, amqp_uri):
+    inventory = start_service(ExampleInventory, event_max_failures=3)
+    db = store_of(inventory)
+    db.flags.delete_many({})
+    order = uid("poison")
+    envelope = order_placed(order, uid())
+    before = dead_letter_depth(amqp_uri, "catalog")
+    publish_event(amqp_uri, envelope)
+    wait_for(lambda: dead_letter_depth(amqp_uri, "catalog") == before + 1, timeout=30,
+             what="poison message dead-lettered")
+    assert failures_of(db, "catalog", envelope["event_id"]) == 3
+    listed = {row["event_id"]: row for row in list_dead_letters(amqp_uri, "catalog")}
+    assert listed[envelope["event_id"]]["reason"] == "handler_failed"
+    assert listed[envelope["event_id"]]["failures"] == 3
+    assert "cannot handle this order yet" in listed[envelope["event_id"]]["error"]
+    db.flags.insert_one({"_id": "cure"})
+    assert replay_dead_letters(amqp_uri, "catalog") >= 1
+    wait_for(lambda: db.applied.count_documents({"order_id": order}) == 1, what="replayed event applied")
+    assert dead_letter_depth(amqp_uri, "catalog") == 0
+
+
+def test_an_unhandled_type_and_an_undecodable_body_go_to_the_dead_letter_queue_with_a_reason(
+        start_service, amqp_uri):
+    start_service(ExampleInventory)
+    before = dead_letter_depth(amqp_uri, "catalog")
+    # catalog's queue is bound to order_paid (the event catalog says so), which the
+    # example service does not handle.
+    unhandled = make_envelope("order", "order_paid", dict(spec_for("order", "order_paid").example))
+    publish_event(amqp_uri, unhandled)
+    with Connection(amqp_uri) as conn:
+        conn.Producer().publish(b"{not json", exchange=Exchange(""), routing_key="evt--catalog",
+                                content_type="application/json", content_encoding="utf-8",
+                                message_id="undecodable-1")
+    wait_for(lambda: dead_letter_depth(amqp_uri, "catalog") == before + 2, what="both dead-lettered")
+    reasons = {row["event_id"] or "?": row["reason"] for row in list_dead_letters(amqp_uri, "catalog")}
+    assert reasons[unhandled["event_id"]] == "unhandled"
+    assert reasons["?"] == "undecodable"
+    # Clean up: the replayed copies are dead-lettered again, so purge instead.
+    with Connection(amqp_uri) as conn:
+        conn.default_channel.queue_purge("evt--catalog.dlq")
+
+
+def test_a_two_step_handler_whose_second_step_fails_transiently_applies_both_steps_once(
+        start_service, amqp_uri):
+    inventory = start_service(ExampleInventory)
+    db = store_of(inventory)
+    db.flags.insert_one({"_id": "fail_second_step_once"})
+    order = uid("ord")
+    envelope = make_envelope("order", "order_cancelled", {
+        "order_id": order, "member_id": "mem_1", "reason": "member", "was_paid": False})
+    publish_event(amqp_uri, envelope)
+    wait_for(lambda: (db.steps.find_one({"_id": order}) or {}).get("second") == 1, what="second step")
+    publish_event(amqp_uri, envelope)  # and a redelivery of the whole event
+    wait_for(lambda: db.inbox.count_documents({"event_id": envelope["event_id"]}) == 2,
+             what="both steps recorded")
+    wait_for(lambda: _duplicates(inventory, "order_cancelled") >= 1, what="redelivery skipped")
+    assert db.steps.find_one({"_id": order}) == {"_id": order, "first": 1, "second": 1}
+
+
+def _duplicates(container, event_type):
+    from shared import metrics
+
+    return metrics.EVENTS_DUPLICATE.labels(container.service_name, event_type)._value.get()
+
+
+@pytest.fixture
+def unknown_commit_results(monkeypatch):
+    """Every commit applies, then reports an unknown outcome (a network blip after
+    the server committed), as many times as `left` says."""
+    real = ClientSession.commit_transaction
+    state = {"left": 0}
+
+    def commit(session):
+        real(session)
+        if state["left"] > 0:
+            state["left"] -= 1
+            error = ConnectionFailure("connection reset after commit")
+            error._add_error_label("UnknownTransactionCommitResult")
+            raise error
+
+    monkeypatch.setattr(ClientSession, "commit_transaction", commit)
+    return state
+
+
+def test_a_commit_with_an_unknown_result_is_applied_once(start_service, rpc, unknown_commit_results):
+    inventory = start_service(ExampleInventory)
+    db = store_of(inventory)
+    product = uid()
+    unknown_commit_results["left"] = 3  # every in-process commit retry
+    with pytest.raises(ServiceUnavailable):
+        rpc.catalog.adjust_stock(product, 5, "delivery", request_id=f"req-{product}")
+    assert db.stock.find_one({"_id": product})["on_hand"] == 5  # it did apply, once
+    # The caller repeats with its request id: not applied again.
+    with pytest.raises(Conflict) as caught:
+        rpc.catalog.adjust_stock(product, 5, "delivery", request_id=f"req-{product}")
+    assert caught.value.details["code"] == "request_applied"
+    assert db.stock.find_one({"_id": product})["on_hand"] == 5
+    assert db.outbox.count_documents({"envelope.data.product_id": product}) == 1
+
+
+def test_a_state_changing_rpc_with_a_request_id_applies_once(start_service, rpc):
+    inventory = start_service(ExampleInventory)
+    db = store_of(inventory)
+    product = uid()
+    first = rpc.catalog.adjust_stock(product, 2, "delivery", request_id="r-1")
+    again = rpc.catalog.adjust_stock(product, 2, "delivery", request_id="r-1")
+    assert again == first == {"id": product, "on_hand": 2, "reserved": 0}
+    assert rpc.catalog.adjust_stock(product, 2, "delivery", request_id="r-2")["on_hand"] == 4
+    assert db.stock.find_one({"_id": product})["on_hand"] == 4
+    with pytest.raises(ValidationFailed) as caught:
+        rpc.catalog.adjust_stock(product, 2, "delivery", request_id={"$gt": ""})
+    assert "request_id" in caught.value.field_errors
+    # A refused write stores nothing: the same id runs again once the input is right.
+    with pytest.raises(ValidationFailed):
+        rpc.catalog.adjust_stock(product, -100, "oops", request_id="r-3")
+    assert rpc.catalog.adjust_stock(product, 1, "fixed", request_id="r-3")["on_hand"] == 5
+
+
+def _commit_rows(db, count, event_type="stock_adjusted", lease_seconds=0.0):
+    client = db.client
+    ids = []
+    for i in range(count):
+        with client.start_session() as session, session.start_transaction():
+            tx = Tx(db, session, "catalog", lease_seconds=lease_seconds)
+            ids.append(tx.emit(event_type, {"product_id": f"p{i}", "delta": 1, "reason": "test",
+                                            "on_hand": 1, "available": 1})["event_id"])
+    return ids
+
+
+@pytest.fixture
+def catalog_events(amqp_uri):
+    """A queue that receives every catalog stock_adjusted event: what was published."""
+    name = f"probe-{uuid.uuid4().hex[:8]}"
+    with Connection(amqp_uri) as conn:
+        queue = Queue(name, exchange=event_exchange("catalog"), routing_key="stock_adjusted",
+                      durable=False, auto_delete=False)
+        queue(conn.default_channel).declare()
+
+    def received() -> list[str]:
+        ids = []
+        with Connection(amqp_uri) as conn:
+            channel = conn.channel()
+            while (message := channel.basic_get(name, no_ack=True)) is not None:
+                ids.append(channel.message_to_python(message).payload["event_id"])
+        return ids
+
+    yield received
+    with Connection(amqp_uri) as conn:
+        conn.default_channel.queue_delete(name)
+
+
+def test_two_relays_on_one_outbox_publish_each_row_once(mongo_uri, amqp_uri, catalog_events):
+    db = MongoClient(mongo_uri, w="majority", tz_aware=True)[f"relays_{uuid.uuid4().hex[:6]}"]
+    db.outbox.create_indexes(outbox.INDEXES)
+    routing = ConsumerQueues("catalog", may_declare=True, delivery_limit=50)
+    relays = [OutboxRelay(db, "catalog", amqp_uri, routing=routing, window=50) for _ in range(2)]
+    ids = _commit_rows(db, 120)
+    import eventlet
+
+    pool = eventlet.GreenPool()
+    for _ in range(3):
+        for relay in relays:
+            pool.spawn(relay.sweep)
+        pool.waitall()
+    assert db.outbox.count_documents({"pending": True}) == 0
+    seen = wait_for(lambda: (got := catalog_events()) and got, what="published events")
+    seen += catalog_events()
+    assert sorted(seen) == sorted(ids)  # every row once, none twice
+    for relay in relays:
+        relay.stop()
+
+
+def test_parked_and_failing_rows_do_not_starve_a_fresh_one(mongo_uri, amqp_uri, catalog_events):
+    db = MongoClient(mongo_uri, w="majority", tz_aware=True)[f"starve_{uuid.uuid4().hex[:6]}"]
+    db.outbox.create_indexes(outbox.INDEXES)
+    now = utcnow()
+    parked = _commit_rows(db, 500)
+    db.outbox.update_many({"_id": {"$in": parked}}, {"$set": {"state": "parked", "attempts": 10},
+                                                     "$unset": {"pending": ""}})
+    failing = _commit_rows(db, 600)
+    db.outbox.update_many({"_id": {"$in": failing}},
+                          {"$set": {"attempts": 4, "next_attempt_at": now + timedelta(minutes=5)}})
+    fresh = _commit_rows(db, 1)
+    relay = OutboxRelay(db, "catalog", amqp_uri,
+                        routing=ConsumerQueues("catalog", may_declare=True, delivery_limit=50))
+    assert relay.sweep() == 1
+    assert wait_for(catalog_events, what="the fresh row published") == fresh
+    assert outbox.list_rows(db, "parked", limit=1000).__len__() == 500
+    assert outbox.retry_parked(db, parked[:10]) == 10
+    assert relay.sweep() == 10
+    relay.stop()
+
+
+@pytest.mark.parametrize("declare", ["all", "own"])
+def test_a_deleted_consumer_queue_is_repaired_and_loses_nothing(start_service, rpc, amqp_uri, declare):
+    own = declare == "own"
+    inventory = start_service(ExampleInventory, topology_declare_all=not own)
+    analytics = start_service(ExampleAnalytics, topology_declare_all=not own, topology_check_interval=1.0)
+    seen = store_of(analytics).seen
+    product = uid()
+    rpc.catalog.adjust_stock(product, 1, "before")
+    wait_for(lambda: seen.count_documents({"product_id": product}) == 1, what="first event")
+    with Connection(amqp_uri) as conn:
+        conn.default_channel.queue_delete("evt--analytics")
+    for _ in range(5):
+        rpc.catalog.adjust_stock(product, 1, "while the queue is gone")
+    wait_for(lambda: seen.count_documents({"product_id": product}) == 6, timeout=45,
+             what="every event reached the consumer whose queue was deleted")
+    assert store_of(inventory).outbox.count_documents({"pending": True}) == 0
+
+
+def test_a_batch_handler_applies_each_event_once_and_isolates_a_poison_event(start_service, amqp_uri):
+    analytics = start_service(ExampleAnalytics, event_max_failures=2)
+    db = store_of(analytics)
+    events = [make_envelope("order", "order_confirmed", {"order_id": uid("ord")}) for _ in range(120)]
+    poison = make_envelope("order", "order_confirmed", {"order_id": uid("poison")})
+    before = dead_letter_depth(amqp_uri, "analytics")
+    for envelope in events[:60] + [poison] + events[60:] + events[:20]:  # and 20 redelivered
+        publish_event(amqp_uri, envelope)
+    wait_for(lambda: db.batched.count_documents({}) == 120, timeout=30, what="every event folded")
+    wait_for(lambda: dead_letter_depth(amqp_uri, "analytics") == before + 1, timeout=30,
+             what="only the poison event dead-lettered")
+    assert db.batched.count_documents({}) == 120
+    assert len(db.batched.distinct("event_id")) == 120
+    assert db.batched.find_one(sort=[("batch_size", -1)])["batch_size"] > 1  # batches formed
+    with Connection(amqp_uri) as conn:
+        conn.default_channel.queue_purge("evt--analytics.dlq")
