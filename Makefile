@@ -8,7 +8,7 @@ PYTEST := $(BIN)/pytest
 export PYTHONPATH := $(CURDIR)
 
 .PHONY: install up down run test test-unit test-contract test-chassis test-integration \
-        test-e2e test-chaos test-deploy test-image crds image bench lint declare status clean
+        test-e2e test-chaos test-deploy test-image crds image bench lint declare status clean vendor-check vendor-update
 
 install: $(STAMP)
 
@@ -70,6 +70,13 @@ crds:
 
 bench: install
 	$(BIN)/python -m bench
+
+# The dashboard's vendored chart library: re-fetch the pinned version from npm, check its hashes.
+vendor-check:
+	bash services/analytics/static/vendor/chartjs/fetch.sh
+
+vendor-update:
+	bash services/analytics/static/vendor/chartjs/fetch.sh --update
 
 lint: install
 	$(BIN)/ruff check .

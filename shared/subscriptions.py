@@ -50,6 +50,9 @@ log = get_logger(__name__)
 DUPLICATE = "__duplicate_event__"
 MALFORMED, UNDECODABLE, UNHANDLED, HANDLER_FAILED = "malformed", "undecodable", "unhandled", "handler_failed"
 REQUEUE_PAUSE_MAX = 5.0
+# One schema instance for every message: building a marshmallow schema costs more
+# than loading an envelope with it (about 0.7 ms a message, measured in analytics).
+ENVELOPE = Envelope()
 
 
 def _settle_safely(settle):
@@ -184,7 +187,7 @@ class EventRouter(SharedExtension, ProviderCollector):
         try:
             if not isinstance(body, dict):
                 raise ValidationError({"_schema": ["The message body is not a JSON object."]})
-            envelope = Envelope().load(body)
+            envelope = ENVELOPE.load(body)
         except ValidationError as exc:
             log.error("event_malformed_dead_lettered", fields=exc.messages,
                       routing_key=message.delivery_info.get("routing_key"))

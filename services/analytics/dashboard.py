@@ -1,46 +1,78 @@
-"""The dashboard page: HTML with the data inline and a small script, served by
-the service itself (no CDN: it works with no internet access)."""
+"""The operations dashboard: what it shows for a range (with the previous period
+for comparison) and the page that shows it. Served by the service itself with its
+script and a vendored, pinned chart library (static/vendor/): no CDN, it works
+with no internet access."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from html import escape
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
-SCRIPT = (Path(__file__).parent / "static" / "dashboard.js").read_text()
+from services.analytics import domain, queries
+from shared.clock import to_iso
 
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8">
-<title>Shop analytics</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-body{{font-family:system-ui,"Noto Sans CJK SC","PingFang SC","Microsoft YaHei",
-sans-serif;margin:1.5rem;color:#222;background:#fafafa}}
-h1{{font-size:1.4rem}} h2{{font-size:1.05rem;margin:.2rem 0 .6rem}}
-.tiles{{display:flex;flex-wrap:wrap;gap:.6rem}}
-.tile{{background:#fff;border:1px solid #ddd;border-radius:6px;padding:.5rem .8rem;min-width:8rem}}
-.tile b{{display:block;font-size:1.2rem}}
-.grid{{display:grid;grid-template-columns:repeat(auto-fit,minmax(420px,1fr));gap:1rem;margin-top:1rem}}
-section{{background:#fff;border:1px solid #ddd;border-radius:6px;padding:.8rem}}
-svg text{{font-size:11px;fill:#333}}
-</style></head>
-<body>
-<h1>Shop analytics <small>{start} – {end} ({tz})</small></h1>
-<div class="tiles" id="tiles"></div>
-<div class="grid">
-<section><h2>GMV and orders per day</h2><div id="chart-gmv"></div></section>
-<section><h2>Funnel</h2><div id="chart-funnel"></div></section>
-<section><h2>Top products (net units)</h2><div id="chart-top"></div></section>
-<section><h2>Retention cohorts (share buying again)</h2><div id="chart-cohorts"></div></section>
-<section><h2>Campaign ROI</h2><div id="chart-roi"></div></section>
-<section><h2>Experiments (conversion rate per variant)</h2><div id="chart-experiments"></div></section>
-</div>
-<script id="dashboard-data" type="application/json">{data}</script>
-<script src="/dashboard.js"></script>
-</body></html>
-"""
+STATIC = Path(__file__).parent / "static"
+SCRIPT = (STATIC / "dashboard.js").read_text()
+CHART_JS = (STATIC / "vendor" / "chartjs" / "chart.umd.min.js").read_bytes()
+STYLE = (STATIC / "dashboard.css").read_text()
+PAGE = (STATIC / "dashboard.html").read_text()
+COHORTS_SHOWN = 12
 
 
-def render(data: dict) -> str:
-    payload = json.dumps(data, default=str).replace("</", "<\\/")
-    return PAGE.format(start=escape(data["kpis"]["start"]), end=escape(data["kpis"]["end"]),
-                       tz=escape(data["kpis"]["timezone"]), data=payload)
+@dataclass(frozen=True)
+class Options:
+    currency: str
+    locale: str
+    attribution_window_days: int
+    experiment_alpha: float
+    experiment_min_exposures: int
+    refresh_seconds: int
+
+
+def data(db, tz: ZoneInfo, params: dict, now: datetime, options: Options) -> dict:
+    """Everything the page draws for the range `params` choose (domain.dashboard_range)."""
+    preset, rng = domain.dashboard_range(params, now, tz)
+    previous = domain.previous_range(rng)
+    days = domain.TimeRange(domain.local_day_start(rng.start, tz), rng.end + timedelta(days=1))
+    window = options.attribution_window_days
+    experiments = [queries.experiment_results(db, key, options.experiment_alpha,
+                                              options.experiment_min_exposures)
+                   for key in queries.experiment_keys(db)[:10]]
+    return {
+        "range": {"preset": preset, "start": to_iso(rng.start), "end": to_iso(rng.end),
+                  "from": rng.start.astimezone(tz).date().isoformat(),
+                  "to": (rng.end - timedelta(seconds=1)).astimezone(tz).date().isoformat(),
+                  "previous_start": to_iso(previous.start), "previous_end": to_iso(previous.end)},
+        "generated_at": to_iso(now), "timezone": tz.key, "currency": options.currency,
+        "locale": options.locale, "refresh_seconds": options.refresh_seconds,
+        "kpis": queries.get_kpis(db, tz, rng),
+        "previous": queries.get_kpis(db, tz, previous),
+        "series": queries.daily_series(db, tz, days),
+        "funnel_by_source": queries.funnel_by_source(db, rng),
+        "channel_roi": queries.channel_roi(db, tz, rng, window)["channels"],
+        "campaign_roi": queries.campaign_roi(db, tz, rng, window)["campaigns"],
+        "top_products": queries.top_products(db, tz, rng, 10),
+        "slow_products": queries.slow_products(db, tz, rng, 10),
+        "cohorts": cohorts(db, tz),
+        "experiments": experiments,
+        "slas": queries.slas(db, tz, rng, now),
+    }
+
+
+def cohorts(db, tz: ZoneInfo) -> dict:
+    """Monthly cohorts, or weekly ones while the history is too short for months to
+    show any retention (fewer than three months with purchases)."""
+    monthly = queries.retention_cohorts(db, tz, "month", None, None)
+    months = {r["cohort"] for r in monthly["cohorts"]} | {
+        p["period"] for r in monthly["cohorts"] for p in r["retention"]}
+    table = monthly if len(months) >= 3 else queries.retention_cohorts(db, tz, "week", None, None)
+    return {"period": table["period"], "rows": table["cohorts"][-COHORTS_SHOWN:]}
+
+
+def render(payload: dict) -> str:
+    inline = json.dumps(payload, default=str, ensure_ascii=False).replace("</", "<\\/")
+    return PAGE.format(style=STYLE, data=inline, lang=escape(payload["locale"]),
+                       tz=escape(payload["timezone"]))

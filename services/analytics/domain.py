@@ -100,6 +100,24 @@ def week_key(moment: datetime, tz: ZoneInfo) -> str:
     return f"{year:04d}-W{week:02d}"
 
 
+def period_bounds(key: str, period: str, tz: ZoneInfo) -> tuple[datetime, datetime] | None:
+    """UTC [start, end) of the local month ("2026-11") or ISO week ("2026-W47") `key`,
+    or None when `key` is not one."""
+    try:
+        if period == "month":
+            year, month = (int(x) for x in key.split("-"))
+            start = datetime(year, month, 1, tzinfo=tz)
+            end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=tz)
+        else:
+            year, week = key.split("-W")
+            start = datetime.combine(datetime.fromisocalendar(int(year), int(week), 1).date(),
+                                     datetime.min.time(), tzinfo=tz)
+            end = start + timedelta(days=7)
+    except ValueError:
+        return None
+    return start.astimezone(timezone.utc), end.astimezone(timezone.utc)
+
+
 # --- ranges -----------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -143,6 +161,43 @@ def resolve_range(start, end, now: datetime, default_days: int = DEFAULT_RANGE_D
     if end_at - start_at > timedelta(days=MAX_RANGE_DAYS):
         raise ValidationFailed.field("start", f"The range may span at most {MAX_RANGE_DAYS} days.")
     return TimeRange(start_at, end_at)
+
+
+PRESETS = ("today", "7d", "30d")
+
+
+def dashboard_range(params: dict, now: datetime, tz: ZoneInfo) -> tuple[str, TimeRange]:
+    """The dashboard's range and how it was chosen: `preset` (today: local midnight
+    to now; 7d, 30d: the last 7 or 30 days), `from`/`to` (local calendar dates, both
+    included), or `start`/`end` (ISO instants); default 7d. Resolved to whole hours."""
+    preset = params.get("preset") or None
+    if params.get("from") or params.get("to"):
+        first = _local_date(params.get("from"), "from", tz)
+        last = _local_date(params.get("to"), "to", tz)
+        if last < first:
+            raise ValidationFailed.field("to", "Must be on or after from.")
+        return "custom", resolve_range(first, next_local_day_start(last, tz), now)
+    if params.get("start") or params.get("end"):
+        return "custom", resolve_range(params.get("start"), params.get("end"), now)
+    preset = preset or "7d"
+    if preset not in PRESETS:
+        raise ValidationFailed.field("preset", f"Must be one of: {', '.join(PRESETS)}.")
+    if preset == "today":
+        return preset, resolve_range(local_day_start(now, tz), now, now)
+    return preset, resolve_range(now - timedelta(days=int(preset[:-1])), now, now)
+
+
+def previous_range(rng: TimeRange) -> TimeRange:
+    """The period of the same length just before `rng` (for comparisons)."""
+    return TimeRange(rng.start - (rng.end - rng.start), rng.start)
+
+
+def _local_date(text, field: str, tz: ZoneInfo) -> datetime:
+    try:
+        year, month, day = (int(part) for part in str(text).split("-"))
+        return datetime(year, month, day, tzinfo=tz).astimezone(timezone.utc)
+    except (ValueError, TypeError):
+        raise ValidationFailed.field(field, "Not a date (YYYY-MM-DD).") from None
 
 
 # --- arithmetic -------------------------------------------------------------------------
@@ -286,6 +341,31 @@ def cohort_table(periods_by_member: list[list[str]], all_periods: list[str]) -> 
                                     "share": rate(sum(1 for m in members if p in m), len(members))}
                                    for i, p in enumerate(later)]})
     return rows
+
+
+# --- traffic sources --------------------------------------------------------------------
+
+# Referrer hosts of the channels a Chinese shop buys or earns traffic from.
+SOURCE_HOSTS = {"douyin.com": "douyin", "baidu.com": "baidu", "xiaohongshu.com": "xiaohongshu",
+                "weibo.com": "weibo", "weixin.qq.com": "wechat", "bilibili.com": "bilibili",
+                "taobao.com": "taobao", "google.com": "google", "bing.com": "bing"}
+
+
+def traffic_source(session: dict) -> str:
+    """Where a session came from: `referral` (a referral code), the channel of a known
+    referrer host, `campaign` (a campaign link without one), `other` (another site) or
+    `direct`."""
+    if session.get("referral_code"):
+        return "referral"
+    referrer = session.get("referrer")
+    if isinstance(referrer, str) and "://" in referrer:
+        host = referrer.split("://", 1)[1].split("/", 1)[0].split(":", 1)[0].lower()
+        for suffix, channel in SOURCE_HOSTS.items():
+            if host == suffix or host.endswith("." + suffix):
+                return channel
+        if host:
+            return "other"
+    return "campaign" if session.get("campaign_id") else "direct"
 
 
 # --- personal data ----------------------------------------------------------------------

@@ -62,27 +62,35 @@ def converted_sessions(db, rng) -> int:
     """Sessions seen in the range that led to a placed order: the order's
     attribution.session_id, else the member's latest session started before it."""
     seen = _in_range("hours", rng)
-    direct = db.sessions.count_documents({**seen, "converted": True})
+    return db.sessions.count_documents({**seen, "converted": True}) + len(fallback_conversions(db, rng))
+
+
+def fallback_conversions(db, rng) -> set[str]:
+    """Sessions seen in the range, not converted directly, that are their member's
+    latest session started before an order placed without a session."""
+    seen = _in_range("hours", rng)
     candidates = list(db.sessions.find({**seen, "converted": {"$ne": True},
                                         "member_id": {"$type": "string"}},
                                        {"member_id": 1, "first_seen": 1}))
     if not candidates:
-        return direct
+        return set()
     by_member: dict[str, set[str]] = defaultdict(set)
     for s in candidates:
         by_member[s["member_id"]].add(s["_id"])
     earliest = min(_aware(s["first_seen"]) for s in candidates if s.get("first_seen"))
     fallback: set[str] = set()
-    for member_id, session_ids in by_member.items():
-        orders = db.orders.find({"member_id": member_id, "session_id": None,
-                                 "placed_at": {"$gte": earliest}}, {"placed_at": 1})
-        for order in orders:
-            latest = db.sessions.find_one({"member_id": member_id,
-                                           "first_seen": {"$lte": order["placed_at"]}},
-                                          sort=[("first_seen", -1)])
-            if latest and latest["_id"] in session_ids:
-                fallback.add(latest["_id"])
-    return direct + len(fallback)
+    # One query for every candidate member's orders without a session, then the
+    # latest session before each such order (few: most orders carry their session).
+    orders = db.orders.find({"member_id": {"$in": sorted(by_member)}, "session_id": None,
+                             "placed_at": {"$gte": earliest}}, {"member_id": 1, "placed_at": 1})
+    for order in orders:
+        member_id = order["member_id"]
+        latest = db.sessions.find_one({"member_id": member_id,
+                                       "first_seen": {"$lte": order["placed_at"]}},
+                                      sort=[("first_seen", -1)])
+        if latest and latest["_id"] in by_member[member_id]:
+            fallback.add(latest["_id"])
+    return fallback
 
 
 def get_kpis(db, tz: ZoneInfo, rng: domain.TimeRange) -> dict:
@@ -135,6 +143,7 @@ def product_rows(db, rng, tz) -> list[dict]:
                      "category": info.get("category"), "units": units, "revenue": revenue,
                      "units_paid": s.get("units_paid", 0), "units_returned": s.get("units_refunded", 0),
                      "views": s.get("views", 0), "stock": info.get("available"),
+                     "on_hand": info.get("on_hand"),
                      "low_stock": bool(info.get("low"))})
     return rows
 
@@ -153,12 +162,143 @@ def slow_products(db, tz, rng, limit: int) -> list[dict]:
 
 def retention_cohorts(db, tz, period: str, first: str | None, last: str | None) -> dict:
     field = "paid_months" if period == "month" else "paid_weeks"
-    buyers = [sorted(m.get(field) or []) for m in db.members.find({field: {"$exists": True}}, {field: 1})]
+    # A buyer's cohort is the period of their first paid order, so the cohorts asked
+    # for are the buyers whose first_paid_at falls in them (an index range, not every member).
+    query: dict = {field: {"$exists": True}}
+    first_bounds = domain.period_bounds(first, period, tz) if first else None
+    last_bounds = domain.period_bounds(last, period, tz) if last else None
+    if first_bounds or last_bounds:
+        query["first_paid_at"] = {**({"$gte": first_bounds[0]} if first_bounds else {}),
+                                  **({"$lt": last_bounds[1]} if last_bounds else {})}
+    buyers = [sorted(m.get(field) or []) for m in db.members.find(query, {field: 1})]
     all_periods = sorted({p for periods in buyers for p in periods})
     rows = domain.cohort_table(buyers, all_periods)
     rows = [r for r in rows
             if (first is None or r["cohort"] >= first) and (last is None or r["cohort"] <= last)]
     return {"id": f"cohorts:{period}", "period": period, "cohorts": rows}
+
+
+def attributed_orders(db, rng, window_days: int, launches: dict):
+    """(order, campaign or None, channel or None, net revenue) of every order paid in
+    the range: the order's campaign (its launch channel), else its referral code, else
+    the member's latest marketing message within the window before placement."""
+    window = timedelta(days=window_days)
+    orders = list(db.orders.find({"paid_at": {"$gte": rng.start, "$lt": rng.end}}))
+    touches = _touches_before(db, [o for o in orders if not o.get("campaign_id")
+                                   and not o.get("referral_code")], window)
+    for order in orders:
+        net = order.get("paid_total", 0) - order.get("refunded", 0)
+        campaign, channel = order.get("campaign_id"), None
+        if campaign:
+            channel = launches.get(campaign, {}).get("channel") or "direct"
+        elif order.get("referral_code"):
+            campaign, channel = f"referral:{order['referral_code']}", "referral"
+        else:
+            moment = _aware(order.get("placed_at") or order["paid_at"])
+            touch = next((t for t in touches.get(order.get("member_id"), ())
+                          if moment - window <= _aware(t["at"]) <= moment), None)
+            if touch:
+                campaign, channel = touch["campaign_id"], touch["channel"]
+        yield order, campaign, channel, net
+
+
+def _touches_before(db, orders: list[dict], window: timedelta) -> dict[str, list[dict]]:
+    """The marketing messages that may attribute `orders`, per member, latest first:
+    one query over the members and the window before their placements."""
+    moments = [_aware(o.get("placed_at") or o["paid_at"]) for o in orders]
+    members = sorted({o["member_id"] for o in orders if o.get("member_id")})
+    if not members:
+        return {}
+    out: dict[str, list[dict]] = defaultdict(list)
+    for touch in db.touches.find({"member_id": {"$in": members},
+                                  "at": {"$gte": min(moments) - window, "$lte": max(moments)}},
+                                 {"member_id": 1, "campaign_id": 1, "channel": 1, "at": 1},
+                                 sort=[("at", -1)]):
+        out[touch["member_id"]].append(touch)
+    return out
+
+
+def channel_roi(db, tz, rng, window_days: int) -> dict:
+    """ROI per channel, paid channels included: cost = ad spend + message cost booked
+    on the channel in the range; revenue = orders paid in the range attributed to it
+    (campaign, referral or message attribution as campaign_roi, else the traffic source
+    of the order's session, else `direct`), each order once."""
+    costs = sum_buckets(db, rng, tz, "channel")
+    launches = {c["_id"]: c for c in db.campaigns.find({}, {"channel": 1})}
+    attributed = list(attributed_orders(db, rng, window_days, launches))
+    sessions = {s["_id"]: s.get("source") for s in db.sessions.find(
+        {"_id": {"$in": sorted({o.get("session_id") for o, c, _, _ in attributed
+                                if not c and o.get("session_id")})}}, {"source": 1})}
+    revenue: dict[str, int] = defaultdict(int)
+    orders: dict[str, int] = defaultdict(int)
+    for order, campaign, channel, net in attributed:
+        if not campaign:
+            channel = sessions.get(order.get("session_id")) or "direct"
+        revenue[channel] += net
+        orders[channel] += 1
+    rows = []
+    for channel in sorted(set(costs) | set(revenue)):
+        c = costs.get(channel, {})
+        cost = c.get("ad_spend", 0) + c.get("message_cost", 0)
+        rows.append({"id": channel, "channel": channel, "orders": orders.get(channel, 0),
+                     "revenue": revenue.get(channel, 0), "ad_spend": c.get("ad_spend", 0),
+                     "message_cost": c.get("message_cost", 0), "cost": cost,
+                     "roi": domain.roi(revenue.get(channel, 0), cost)})
+    rows.sort(key=lambda r: (-r["revenue"], -r["cost"], r["channel"]))
+    return {"id": f"channel_roi:{to_iso(rng.start)}:{to_iso(rng.end)}", "start": to_iso(rng.start),
+            "end": to_iso(rng.end), "channels": rows}
+
+
+def funnel_by_source(db, rng) -> list[dict]:
+    """The funnel of sessions seen in the range, per traffic source (`source` of the
+    session's session_started; `unknown` before one arrived)."""
+    seen = _in_range("hours", rng)
+    rows = {r["_id"] or "unknown": r for r in db.sessions.aggregate([
+        {"$match": seen},
+        {"$group": {"_id": "$source", "sessions": {"$sum": 1},
+                    "product_viewed": {"$sum": {"$cond": ["$steps.product_viewed", 1, 0]}},
+                    "cart_updated": {"$sum": {"$cond": ["$steps.cart_updated", 1, 0]}},
+                    "checkout_started": {"$sum": {"$cond": ["$steps.checkout_started", 1, 0]}},
+                    "ordered": {"$sum": {"$cond": ["$converted", 1, 0]}}}}])}
+    extra = fallback_conversions(db, rng)
+    if extra:
+        for s in db.sessions.find({"_id": {"$in": sorted(extra)}}, {"source": 1}):
+            rows[s.get("source") or "unknown"]["ordered"] += 1
+    out = []
+    for source, r in rows.items():
+        out.append({"id": source, "source": source, "sessions": r["sessions"],
+                    "product_viewed": r["product_viewed"], "cart_updated": r["cart_updated"],
+                    "checkout_started": r["checkout_started"], "ordered": r["ordered"],
+                    "conversion_rate": domain.rate(r["ordered"], r["sessions"])})
+    out.sort(key=lambda r: (-r["sessions"], r["source"]))
+    return out
+
+
+def slas(db, tz, rng, now: datetime) -> dict:
+    """Service levels of the range: shipments created / late (fulfillment's
+    `shipment_late`), and tickets opened in the range answered and resolved by the
+    deadlines they were opened with (tickets without one are not counted)."""
+    totals = sum_buckets(db, rng, tz, "total").get("all", {})
+    created, late = totals.get("shipments_created", 0), totals.get("shipments_late", 0)
+    first = {"due": 0, "met": 0, "breached": 0, "open_overdue": 0}
+    resolved = dict(first)
+    for t in db.tickets.find({"opened_at": {"$gte": rng.start, "$lt": rng.end}}):
+        for field, due_field, out in (("first_reply_at", "first_response_due_at", first),
+                                      ("resolved_at", "resolution_due_at", resolved)):
+            due = _aware(t.get(due_field))
+            if due is None:
+                continue
+            out["due"] += 1
+            done = _aware(t.get(field))
+            if done is not None:
+                out["met" if done <= due else "breached"] += 1
+            elif due < now:
+                out["open_overdue"] += 1
+    for out in (first, resolved):
+        out["met_rate"] = domain.rate(out["met"], out["due"])
+    return {"shipments_created": created, "shipments_late": late,
+            "on_time_rate": domain.rate(created - late, created) if created else 0.0,
+            "ticket_first_response": first, "ticket_resolution": resolved}
 
 
 def campaign_roi(db, tz, rng, window_days: int) -> dict:
@@ -168,21 +308,7 @@ def campaign_roi(db, tz, rng, window_days: int) -> dict:
     revenue: dict[str, int] = defaultdict(int)
     orders: dict[str, int] = defaultdict(int)
     channel_revenue: dict[tuple[str, str], int] = defaultdict(int)
-    window = timedelta(days=window_days)
-    for order in db.orders.find({"paid_at": {"$gte": rng.start, "$lt": rng.end}}):
-        net = order.get("paid_total", 0) - order.get("refunded", 0)
-        campaign, channel = order.get("campaign_id"), None
-        if campaign:
-            channel = launches.get(campaign, {}).get("channel") or "direct"
-        elif order.get("referral_code"):
-            campaign, channel = f"referral:{order['referral_code']}", "referral"
-        else:
-            moment = _aware(order.get("placed_at") or order["paid_at"])
-            touch = db.touches.find_one({"member_id": order.get("member_id"),
-                                         "at": {"$lte": moment, "$gte": moment - window}},
-                                        sort=[("at", -1)])
-            if touch:
-                campaign, channel = touch["campaign_id"], touch["channel"]
+    for _order, campaign, channel, net in attributed_orders(db, rng, window_days, launches):
         if campaign:
             revenue[campaign] += net
             orders[campaign] += 1

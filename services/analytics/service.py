@@ -1,12 +1,12 @@
-"""The analytics service: entrypoints only. Every catalog event analytics consumes
-has a handler (generated below from the event catalog) that funnels into one
-ingestion function; KPIs are served over RPC, HTTP, Prometheus and a dashboard."""
+"""The analytics service: entrypoints only. Every event of its queue arrives in
+batches (`on_event_batch`), `/track` requests are batches too, and both fold through
+one batch ingestion function; KPIs are served over RPC, HTTP, Prometheus and a dashboard."""
 from __future__ import annotations
 
 import json
-from datetime import timedelta
 from zoneinfo import ZoneInfo
 
+from eventlet.semaphore import Semaphore
 from nameko.web.handlers import http
 from pymongo.errors import DuplicateKeyError
 from werkzeug.wrappers import Response
@@ -20,10 +20,12 @@ from shared.retry import call_with_retries
 from shared.rpc import rpc
 from shared.service import ShopService, json_response
 from shared.store import Store
-from shared.subscriptions import handles
+from shared.subscriptions import handles_batch
 from shared.validation import load
 
 log = get_logger(__name__)
+# One stream batch in flight per process (see on_event_batch).
+STREAM_BATCHES = Semaphore(1)
 
 
 def setting(service, name: str, default, kind=int):
@@ -50,17 +52,47 @@ class AnalyticsService(ShopService):
     def _range(self, start, end, now=None):
         return domain.resolve_range(start, end, now or utcnow())
 
-    def ingest(self, envelope: dict) -> str:
-        """The one ingestion function every handler and the collector use."""
+    def ingest_batch(self, envelopes: list[dict], validated: bool = False) -> list[str]:
+        """Store and fold a batch in ONE transaction, every event of the batch into
+        one counter shard leased for the batch: the process's concurrent batches never
+        write the same bucket document, so they do not abort each other."""
         shards = self.shards
-        with store.leases(shards).lease(envelope["event_id"]) as shard:
+        with store.leases(shards).lease(envelopes[0]["event_id"]) as shard:
             with self.store.transaction() as tx:
-                status = store.ingest(tx.db, tx.session, envelope, self.tz, shards=shards,
-                                      shard=shard)
-        if status in ("unknown", "invalid"):
-            log.warning("event_kept_unfolded", status=status, event_type=envelope["event_type"],
-                        source=envelope["source"], event_id=envelope["event_id"])
-        return status
+                statuses = store.ingest_batch(tx.db, tx.session, envelopes, self.tz, shard,
+                                              validated=validated)
+        self._log_unfolded(envelopes, statuses)
+        return statuses
+
+    def ingest(self, envelope: dict) -> str:
+        """One event: a batch of one."""
+        return self.ingest_batch([envelope])[0]
+
+    def _log_unfolded(self, envelopes: list[dict], statuses: list[str]) -> None:
+        for envelope, status in zip(envelopes, statuses, strict=True):
+            if status in ("unknown", "invalid"):
+                log.warning("event_kept_unfolded", status=status, event_type=envelope["event_type"],
+                            source=envelope["source"], event_id=envelope["event_id"])
+
+    # --- the event stream ---------------------------------------------------------------
+
+    @handles_batch(max_size=500)
+    def on_event_batch(self, envelopes: list[dict]):
+        """Every event of `evt--analytics`, up to 500 at a time, in one transaction:
+        its inbox rows (the chassis records them in the first transaction and leaves
+        in `tx.fresh` the events this consumer never applied) and the batch fold.
+        One stream batch at a time per process: with a backlog the chassis hands out
+        batches back to back, and concurrent batches of one order's or one member's
+        events write the same summaries and abort each other (measured: every batch
+        retried); the next batch waits instead, and replicas add the parallelism.
+        The raw store's own look-up still drops an event already stored by another
+        path (a rebuild, or a replay with a new inbox)."""
+        shards = self.shards
+        with STREAM_BATCHES, store.leases(shards).lease(envelopes[0]["event_id"]) as shard:
+            with self.store.transaction() as tx:
+                fresh = tx.fresh
+                statuses = store.ingest_batch(tx.db, tx.session, fresh, self.tz, shard) if fresh else []
+        self._log_unfolded(fresh, statuses)
 
     # --- RPC ----------------------------------------------------------------------------
 
@@ -90,6 +122,11 @@ class AnalyticsService(ShopService):
         return queries.campaign_roi(self.store.db, self.tz, self._range(start, end), window)
 
     @rpc
+    def channel_roi(self, start=None, end=None):
+        window = setting(self, "attribution_window_days", 7)
+        return queries.channel_roi(self.store.db, self.tz, self._range(start, end), window)
+
+    @rpc
     def experiment_results(self, experiment_key):
         args = load(schemas.ExperimentKey(), {"experiment_key": experiment_key})
         return queries.experiment_results(
@@ -115,32 +152,23 @@ class AnalyticsService(ShopService):
     # --- HTTP ---------------------------------------------------------------------------
 
     def _track(self, body) -> dict:
-        # One transaction per event, on purpose: each event's transaction touches one
-        # counter shard, so concurrent requests rarely collide; a batch transaction
-        # would hold a lock on most shards until its commit and collide with every
-        # other batch, and a conflict would redo the whole batch. Idempotent per event_id.
-        max_batch = setting(self, "track_max_batch", 100)
+        # One request = one batch = one transaction: validated first (all or nothing),
+        # then stored and folded together. Idempotent per event_id.
+        max_batch = setting(self, "track_max_batch", 500)
         envelopes = tracking.events_of(body, max_batch, self._shop_settings.currency)
-        accepted = duplicates = 0
-        for envelope in envelopes:
-            status = self._ingest_retrying(envelope)
-            if status == "duplicate":
-                duplicates += 1
-            else:
-                accepted += 1
-        return {"id": "track", "accepted": accepted, "duplicates": duplicates,
-                "event_ids": [e["event_id"] for e in envelopes]}
 
-    def _ingest_retrying(self, envelope: dict) -> str:
-        """Each event of a batch is retried on its own (write conflicts with replicas
-        folding into the same documents), so a conflict never redoes the whole batch."""
-        def ingest_once() -> str:
+        def ingest_once() -> list[str]:
             try:
-                return self.ingest(envelope)
+                return self.ingest_batch(envelopes, validated=True)
             except DuplicateKeyError:
-                return "duplicate"  # a concurrent request stored it first
+                # A concurrent request committed one of these event ids after our
+                # look-up; the transaction is aborted, and a re-run sees it stored.
+                return self.ingest_batch(envelopes, validated=True)
 
-        return call_with_retries(ingest_once, self._shop_settings, self.name, "http", "track")
+        statuses = call_with_retries(ingest_once, self._shop_settings, self.name, "http", "track")
+        duplicates = statuses.count("duplicate")
+        return {"id": "track", "accepted": len(statuses) - duplicates, "duplicates": duplicates,
+                "event_ids": [e["event_id"] for e in envelopes]}
 
     @http("POST", "/track")
     def http_track(self, request):
@@ -164,15 +192,15 @@ class AnalyticsService(ShopService):
     @http("GET", "/dashboard")
     def http_dashboard(self, request):
         try:
-            data = self._dashboard_data(request.args.get("start"), request.args.get("end"))
+            payload = self._dashboard_data(request.args.to_dict())
         except ValidationFailed as exc:
             return _error(exc)
-        return Response(dashboard.render(data), mimetype="text/html")
+        return Response(dashboard.render(payload), mimetype="text/html")
 
     @http("GET", "/dashboard/data")
     def http_dashboard_data(self, request):
         try:
-            return json_response(self._dashboard_data(request.args.get("start"), request.args.get("end")))
+            return json_response(self._dashboard_data(request.args.to_dict()))
         except ValidationFailed as exc:
             return _error(exc)
 
@@ -180,38 +208,21 @@ class AnalyticsService(ShopService):
     def http_dashboard_js(self, request):
         return Response(dashboard.SCRIPT, mimetype="application/javascript")
 
-    def _dashboard_data(self, start, end) -> dict:
-        db, tz = self.store.db, self.tz
-        rng = self._range(start, end)
-        days = domain.TimeRange(domain.local_day_start(rng.start, tz), rng.end + timedelta(days=1))
-        experiments = []
-        for key in queries.experiment_keys(db)[:10]:
-            experiments.append(queries.experiment_results(
-                db, key, setting(self, "experiment_alpha", 0.05, float),
-                setting(self, "experiment_min_exposures", 30)))
-        return {"currency": self._shop_settings.currency,
-                "kpis": queries.get_kpis(db, tz, rng),
-                "series": queries.daily_series(db, tz, days),
-                "top_products": queries.top_products(db, tz, rng, 10),
-                "cohorts": queries.retention_cohorts(db, tz, "month", None, None)["cohorts"][-12:],
-                "campaign_roi": queries.campaign_roi(db, tz, rng,
-                                                     setting(self, "attribution_window_days", 7)),
-                "experiments": experiments}
+    @http("GET", "/dashboard/vendor/chart.umd.min.js")
+    def http_chart_js(self, request):
+        return Response(dashboard.CHART_JS, mimetype="application/javascript",
+                        headers={"Cache-Control": "public, max-age=86400"})
+
+    def _dashboard_data(self, params: dict) -> dict:
+        options = dashboard.Options(
+            currency=self._shop_settings.currency,
+            locale=setting(self, "locale", "zh-CN", str),
+            attribution_window_days=setting(self, "attribution_window_days", 7),
+            experiment_alpha=setting(self, "experiment_alpha", 0.05, float),
+            experiment_min_exposures=setting(self, "experiment_min_exposures", 30),
+            refresh_seconds=setting(self, "dashboard_refresh_seconds", 60))
+        return dashboard.data(self.store.db, self.tz, params, utcnow(), options)
 
 
 def _error(exc: ShopError) -> Response:
     return json_response(exc.to_dict(), 400)
-
-
-def _handler(event_type: str):
-    def handler(self, envelope):
-        self.ingest(envelope)
-
-    handler.__name__ = handler.__qualname__ = f"on_{event_type}"
-    handler.__doc__ = f"Store `{event_type}` once and fold it into the aggregates."
-    return handler
-
-
-# One handler per event of the catalog that names analytics as a consumer.
-for _source, _event_type in store.analytics_events():
-    setattr(AnalyticsService, f"on_{_event_type}", handles(_source, _event_type)(_handler(_event_type)))

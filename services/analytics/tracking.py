@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from marshmallow import ValidationError
 
-from services.analytics.store import TRACKING_TYPES
+from services.analytics.store import TRACKING_TYPES, schema_of
 from shared.errors import ValidationFailed
 from shared.events import TRACKING_SOURCE
-from shared.events.base import SCHEMA_VERSION, spec_for
+from shared.events.base import SCHEMA_VERSION
 from shared.ids import new_id
 
 
@@ -62,7 +62,7 @@ def _check(item, currency: str) -> dict:
         return {"event_id": ["Must be a non-empty string of at most 200 characters."]}
     data = {k: v for k, v in item.items() if k not in ("event_type", "event_id")}
     try:
-        spec_for(TRACKING_SOURCE, event_type).validate(data)
+        schema_of(TRACKING_SOURCE, event_type).load(data)
     except ValidationError as exc:
         return exc.messages
     if data.get("currency") not in (None, currency):

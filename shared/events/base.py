@@ -57,6 +57,12 @@ class EventSpec:
         """Return the loaded payload, or raise marshmallow's ValidationError."""
         return _instance_of(self.schema).load(data)
 
+    def validate_received(self, data: dict) -> dict:
+        """`validate` for a consumer: fields added as required later (`TOLERATED_MISSING`)
+        may be missing from events published before them, still in flight or replayed."""
+        schema = _instance_of(self.schema)
+        return schema.load(data, partial=tuple(n for n in TOLERATED_MISSING if n in schema.fields))
+
 
 # Building a marshmallow schema costs several times loading a payload with it
 # (it deep-copies every declared field), and every emitted or ingested event is
@@ -69,12 +75,6 @@ def _instance_of(schema: type[Schema]) -> Schema:
     if instance is None:
         instance = _INSTANCES[schema] = schema()
     return instance
-
-    def validate_received(self, data: dict) -> dict:
-        """`validate` for a consumer: fields added as required later (`TOLERATED_MISSING`)
-        may be missing from events published before them, still in flight or replayed."""
-        schema = self.schema()
-        return schema.load(data, partial=tuple(n for n in TOLERATED_MISSING if n in schema.fields))
 
 
 REGISTRY: dict[tuple[str, str], EventSpec] = {}

@@ -1,121 +1,340 @@
-// Draws the analytics dashboard as inline SVG from the JSON embedded in the page.
+// The analytics dashboard: draws /dashboard/data (embedded in the page at first)
+// and reloads it when the range changes or the refresh timer fires. Numbers and
+// times are formatted in the shop's locale, currency and time zone (Intl).
 (function () {
   "use strict";
-  var NS = "http://www.w3.org/2000/svg";
   var data = JSON.parse(document.getElementById("dashboard-data").textContent);
+  var chart = null, timer = null, loading = 0;
 
-  function el(name, attrs, parent) {
-    var node = document.createElementNS(NS, name);
-    Object.keys(attrs || {}).forEach(function (k) { node.setAttribute(k, attrs[k]); });
-    if (parent) parent.appendChild(node);
+  function $(id) { return document.getElementById(id); }
+  function h(tag, attrs, children) {
+    var node = document.createElement(tag);
+    Object.keys(attrs || {}).forEach(function (k) {
+      if (k === "text") node.textContent = attrs[k];
+      else if (k === "style") node.style.cssText = attrs[k];
+      else node.setAttribute(k, attrs[k]);
+    });
+    (children || []).forEach(function (c) {
+      node.appendChild(typeof c === "string" ? document.createTextNode(c) : c);
+    });
     return node;
   }
-  function text(parent, x, y, content, anchor) {
-    var t = el("text", {x: x, y: y, "text-anchor": anchor || "start"}, parent);
-    t.textContent = content;
-    return t;
+
+  // --- formatting in the shop's locale ---------------------------------------------
+  var fmt = {};
+  function setupFormats() {
+    var loc = data.locale;
+    var cur = new Intl.NumberFormat(loc, {style: "currency", currency: data.currency});
+    var digits = cur.resolvedOptions().maximumFractionDigits;
+    var whole = new Intl.NumberFormat(loc, {style: "currency", currency: data.currency,
+                                            maximumFractionDigits: 0});
+    var num = new Intl.NumberFormat(loc);
+    var pct = new Intl.NumberFormat(loc, {style: "percent", maximumFractionDigits: 1});
+    var when = new Intl.DateTimeFormat(loc, {timeZone: data.timezone, dateStyle: "medium",
+                                             timeStyle: "short"});
+    var day = new Intl.DateTimeFormat(loc, {timeZone: data.timezone, month: "short", day: "numeric"});
+    fmt = {
+      money: function (minor) { return cur.format(minor / Math.pow(10, digits)); },
+      // whole units when exact (tables stay narrow), cents when they matter
+      moneyWhole: function (minor) {
+        var unit = Math.pow(10, digits);
+        return (minor % unit === 0 ? whole : cur).format(minor / unit);
+      },
+      num: function (v) { return v === null || v === undefined ? "—" : num.format(v); },
+      pct: function (v) { return v === null || v === undefined ? "—" : pct.format(v); },
+      when: function (iso) { return when.format(new Date(iso)); },
+      day: function (key) { return day.format(new Date(key + "T12:00:00Z")); },
+      duration: function (s) {
+        if (s === null || s === undefined) return "—";
+        if (s < 3600) return num.format(Math.round(s / 60)) + " min";
+        if (s < 172800) return num.format(Math.round(s / 360) / 10) + " h";
+        return num.format(Math.round(s / 8640) / 10) + " d";
+      }
+    };
   }
-  function svg(id, name, height) {
-    var host = document.getElementById(id);
-    var s = el("svg", {width: 440, height: height, viewBox: "0 0 440 " + height,
-                       "class": "chart", "data-chart": name}, host);
-    return s;
+
+  // --- tiles with the previous period ----------------------------------------------
+  var TILES = [
+    ["GMV", "gmv", "money"], ["Orders", "orders", "num"], ["AOV", "aov", "money"],
+    ["Sessions", "sessions", "num"], ["Conversion", "conversion_rate", "pct"],
+    ["Repurchase", "repurchase_rate", "pct"], ["Refund rate", "refund_rate", "pct", true],
+    ["New members", "new_members", "num"], ["Active members", "active_members", "num"]
+  ];
+
+  function delta(now, before, kind, lowerIsBetter) {
+    var node = h("span", {"class": "delta flat", "data-delta": ""});
+    var diff = now - before, up = diff > 0;
+    if (diff === 0) { node.textContent = "→ 0"; return node; }
+    var text;
+    if (kind === "pct") {
+      text = (Math.round(Math.abs(diff) * 1000) / 10).toLocaleString(data.locale) + " pt";
+    } else if (before === 0) {
+      text = "new";
+    } else {
+      text = fmt.pct(Math.abs(diff) / Math.abs(before));
+    }
+    node.textContent = (up ? "▲ " : "▼ ") + text;
+    node.className = "delta " + ((up !== !!lowerIsBetter) ? "good" : "bad");
+    node.title = "previous period: " + fmt[kind](before);
+    return node;
   }
-  function money(v) { return (v / 100).toFixed(2); }
-  function empty(s, h) { text(s, 220, h / 2, "no data in this range", "middle"); }
 
   function tiles() {
-    var k = data.kpis, host = document.getElementById("tiles");
-    [["GMV", money(k.gmv) + " " + data.currency], ["Orders", k.orders], ["AOV", money(k.aov)],
-     ["Sessions", k.sessions], ["Conversion", (k.conversion_rate * 100).toFixed(2) + "%"],
-     ["Repurchase", (k.repurchase_rate * 100).toFixed(2) + "%"],
-     ["Refund rate", (k.refund_rate * 100).toFixed(2) + "%"], ["New members", k.new_members],
-     ["Active members", k.active_members]].forEach(function (pair) {
-      var d = document.createElement("div");
-      d.className = "tile";
-      d.innerHTML = "<span></span><b></b>";
-      d.firstChild.textContent = pair[0];
-      d.lastChild.textContent = String(pair[1]);
-      host.appendChild(d);
+    var host = $("tiles");
+    host.textContent = "";
+    TILES.forEach(function (t) {
+      var now = data.kpis[t[1]], before = data.previous[t[1]];
+      host.appendChild(h("div", {"class": "tile", "data-kpi": t[1]}, [
+        h("span", {"class": "label", text: t[0]}),
+        h("b", {"class": "value", text: fmt[t[2]](now)}),
+        delta(now, before, t[2], t[3])
+      ]));
     });
   }
 
-  function lineChart() {
-    // GMV as bars (one per day, so a single day still shows), orders as a line with dots.
-    var series = data.series, h = 200, s = svg("chart-gmv", "gmv", h);
-    if (!series.length) return empty(s, h);
-    var maxG = Math.max.apply(null, series.map(function (d) { return d.gmv; }).concat([1]));
-    var maxO = Math.max.apply(null, series.map(function (d) { return d.orders; }).concat([1]));
-    var slot = 380 / series.length, barW = Math.max(2, Math.min(40, slot * 0.7));
-    function x(i) { return 40 + slot * i + slot / 2; }
-    function y(v, max) { return 170 - 145 * Math.max(v, 0) / max; }
-    series.forEach(function (d, i) {
-      el("rect", {x: (x(i) - barW / 2).toFixed(1), y: y(d.gmv, maxG).toFixed(1), width: barW.toFixed(1),
-                  height: (170 - y(d.gmv, maxG)).toFixed(1), fill: "#90cdf4", "class": "gmv-bar",
-                  "data-series": "gmv"}, s);
+  // --- tables ----------------------------------------------------------------------
+  function table(host, headers, rows, emptyText) {
+    host = $(host);
+    host.textContent = "";
+    if (!rows.length) {
+      host.appendChild(h("p", {"class": "empty", text: emptyText || "No data in this range."}));
+      return;
+    }
+    var head = h("tr", {}, headers.map(function (x) { return h("th", {text: x}); }));
+    var body = rows.map(function (cells) {
+      return h("tr", {}, cells.map(function (c, i) {
+        if (c instanceof Node) return h("td", i === 0 ? {"class": "name"} : {}, [c]);
+        return h("td", i === 0 ? {"class": "name", text: String(c)} : {text: String(c)});
+      }));
     });
-    el("path", {d: series.map(function (d, i) {
-      return (i ? "L" : "M") + x(i).toFixed(1) + " " + y(d.orders, maxO).toFixed(1);
-    }).join(" "), fill: "none", stroke: "#dd6b20", "stroke-width": 2, "data-series": "orders"}, s);
-    series.forEach(function (d, i) {
-      el("circle", {cx: x(i).toFixed(1), cy: y(d.orders, maxO).toFixed(1), r: 3, fill: "#dd6b20"}, s);
-    });
-    el("line", {x1: 40, y1: 170, x2: 420, y2: 170, stroke: "#999"}, s);
-    text(s, 40, 190, series[0].day);
-    if (series.length > 1) text(s, 420, 190, series[series.length - 1].day, "end");
-    text(s, 40, 12, "GMV per day, max " + money(maxG) + " (bars) · orders, max " + maxO + " (line)");
+    host.appendChild(h("table", {}, [h("thead", {}, [head]), h("tbody", {}, body)]));
   }
 
-  function bars(id, name, rows, label, value, fmt) {
-    var h = Math.max(40, rows.length * 24 + 10), s = svg(id, name, h);
-    if (!rows.length) return empty(s, h);
-    var max = Math.max.apply(null, rows.map(function (r) { return Math.abs(value(r)); }).concat([1e-9]));
-    rows.forEach(function (r, i) {
-      var w = 220 * Math.abs(value(r)) / max, y = 5 + i * 24;
-      text(s, 0, y + 14, String(label(r)).slice(0, 24));
-      el("rect", {x: 160, y: y, width: Math.max(w, 1).toFixed(1), height: 18,
-                  fill: value(r) < 0 ? "#c53030" : "#38a169", "class": "bar"}, s);
-      text(s, 165 + w, y + 14, fmt(r));
+  function withBar(label, share) {
+    return h("span", {}, [label, h("span", {"class": "bar",
+      style: "width:" + Math.max(2, Math.round(share * 100)) + "%"})]);
+  }
+
+  function funnel() {
+    var rows = data.funnel_by_source;
+    var most = Math.max.apply(null, rows.map(function (r) { return r.sessions; }).concat([1]));
+    table("funnel", ["Source", "Sessions", "Viewed", "Cart", "Checkout", "Ordered", "Conv."],
+      rows.map(function (r) {
+        return [withBar(r.source, r.sessions / most), fmt.num(r.sessions), fmt.num(r.product_viewed),
+                fmt.num(r.cart_updated), fmt.num(r.checkout_started), fmt.num(r.ordered),
+                fmt.pct(r.conversion_rate)];
+      }));
+  }
+
+  function roi(value) { return value === null ? "—" : fmt.pct(value); }
+
+  function channels() {
+    table("channels", ["Channel", "Orders", "Revenue", "Ad spend", "Messages", "ROI"],
+      data.channel_roi.map(function (r) {
+        return [r.channel, fmt.num(r.orders), fmt.moneyWhole(r.revenue), fmt.moneyWhole(r.ad_spend),
+                fmt.moneyWhole(r.message_cost), roi(r.roi)];
+      }));
+  }
+
+  function campaigns() {
+    table("campaigns", ["Campaign", "Orders", "Revenue", "Cost", "ROI"],
+      data.campaign_roi.map(function (r) {
+        return [r.campaign_id, fmt.num(r.orders), fmt.moneyWhole(r.revenue), fmt.moneyWhole(r.cost),
+                roi(r.roi)];
+      }));
+  }
+
+  function products(host, rows) {
+    table(host, ["Product", "Units", "Revenue", "Views", "On hand", "Available"],
+      rows.map(function (r) {
+        var name = h("span", {}, [r.title || r.product_id]);
+        if (r.low_stock) name.appendChild(h("span", {"class": "badge", text: " low stock"}));
+        return [name, fmt.num(r.units), fmt.moneyWhole(r.revenue), fmt.num(r.views),
+                fmt.num(r.on_hand), fmt.num(r.stock)];
+      }));
+  }
+
+  function cohorts() {
+    var c = data.cohorts, rows = c.rows;
+    $("cohorts-title").textContent = "Retention cohorts (" + (c.period === "week" ? "weekly" : "monthly") +
+      ", share buying again)";
+    var width = Math.min(6, Math.max.apply(null, rows.map(function (r) { return r.retention.length; })
+      .concat([0])));
+    var headers = ["Cohort", "Buyers", c.period === "week" ? "W0" : "M0"];
+    for (var i = 1; i <= width; i++) headers.push((c.period === "week" ? "W" : "M") + i);
+    table("cohorts", headers, rows.map(function (r) {
+      var cells = [r.cohort, fmt.num(r.size), fmt.pct(1)];
+      for (var i = 0; i < width; i++) {
+        var p = r.retention[i];
+        cells.push(p ? fmt.pct(p.share) : "");
+      }
+      return cells;
+    }), "No buyers yet.");
+    var body = $("cohorts").querySelector("tbody");
+    if (!body) return;
+    $("cohorts").querySelector("table").className = "heat";
+    Array.prototype.forEach.call(body.rows, function (tr, ri) {
+      for (var ci = 2; ci < tr.cells.length; ci++) {
+        var share = ci === 2 ? 1 : (rows[ri].retention[ci - 3] || {}).share;
+        if (share === undefined) continue;
+        tr.cells[ci].style.background = "rgba(47,111,219," + (0.08 + share * 0.8).toFixed(2) + ")";
+        if (share > 0.55) tr.cells[ci].style.color = "#fff";
+      }
     });
   }
 
-  function heatmap() {
-    var rows = data.cohorts, maxLen = 0;
-    rows.forEach(function (r) { maxLen = Math.max(maxLen, r.retention.length); });
-    var h = Math.max(40, rows.length * 22 + 30), s = svg("chart-cohorts", "cohorts", h);
-    if (!rows.length) return empty(s, h);
-    var cw = Math.min(40, 300 / Math.max(maxLen, 1));
-    rows.forEach(function (r, i) {
-      var y = 20 + i * 22;
-      text(s, 0, y + 14, r.cohort + " (" + r.size + ")");
-      r.retention.forEach(function (c, j) {
-        var shade = Math.round(255 - 200 * c.share);
-        el("rect", {x: 110 + j * cw, y: y, width: cw - 2, height: 20, "class": "cell",
-                    fill: "rgb(" + shade + "," + shade + ",255)"}, s);
-        text(s, 110 + j * cw + 2, y + 14, Math.round(c.share * 100) + "%");
+  function experiments() {
+    var rows = [];
+    data.experiments.forEach(function (e) {
+      e.variants.forEach(function (v) {
+        rows.push([e.experiment_key + " · " + v.variant, fmt.num(v.exposures), fmt.num(v.conversions),
+                   fmt.pct(v.rate), v.lift === null ? "—" : fmt.pct(v.lift),
+                   h("span", {"class": "verdict", text: v.verdict})]);
       });
     });
-    text(s, 110, 12, "months after the first purchase →");
+    table("experiments", ["Variant", "Exposed", "Converted", "Rate", "Lift", "Verdict"], rows,
+          "No experiments yet.");
   }
 
-  tiles();
-  lineChart();
-  bars("chart-funnel", "funnel", data.kpis.funnel.steps, function (r) { return r.step; },
-       function (r) { return r.sessions; }, function (r) { return r.sessions + " (" + (r.rate_from_start * 100).toFixed(1) + "%)"; });
-  bars("chart-top", "top-products", data.top_products, function (r) { return r.title || r.product_id; },
-       function (r) { return r.units; }, function (r) { return r.units + " · " + money(r.revenue); });
-  heatmap();
-  bars("chart-roi", "roi", data.campaign_roi.campaigns, function (r) { return r.campaign_id; },
-       function (r) { return r.roi === null ? 0 : r.roi; },
-       function (r) { return r.roi === null ? "no cost" : (r.roi * 100).toFixed(0) + "% ROI"; });
-  var arms = [];
-  data.experiments.forEach(function (e) {
-    // The variant first: long experiment keys would otherwise hide which arm a bar is.
-    e.variants.forEach(function (v) { arms.push({name: v.variant + " · " + e.experiment_key, v: v}); });
-  });
-  bars("chart-experiments", "experiments", arms, function (r) { return r.name; },
-       function (r) { return r.v.rate; }, function (r) {
-         return (r.v.rate * 100).toFixed(1) + "%" + (r.v.p_value === null ? "" : " p=" + r.v.p_value.toFixed(3));
-       });
-  document.body.setAttribute("data-rendered", "true");
+  function slas() {
+    var s = data.slas, k = data.kpis;
+    var lead = k.fulfillment_lead_time_seconds, first = k.ticket_first_response_seconds,
+        res = k.ticket_resolution_seconds;
+    table("slas", ["Measure", "Count", "p50", "p90", "Within SLA"], [
+      ["Paid → delivered", fmt.num(lead.count), fmt.duration(lead.p50), fmt.duration(lead.p90),
+       s.shipments_created ? fmt.pct(s.on_time_rate) + " shipped on time (" + fmt.num(s.shipments_late) +
+       " late)" : "—"],
+      ["Ticket first response", fmt.num(first.count), fmt.duration(first.p50), fmt.duration(first.p90),
+       s.ticket_first_response.due ? fmt.pct(s.ticket_first_response.met_rate) : "—"],
+      ["Ticket resolution", fmt.num(res.count), fmt.duration(res.p50), fmt.duration(res.p90),
+       s.ticket_resolution.due ? fmt.pct(s.ticket_resolution.met_rate) : "—"]
+    ]);
+  }
+
+  // --- the daily chart (Chart.js, vendored) ----------------------------------------
+  function series() {
+    var s = data.series, canvas = $("chart-gmv");
+    if (chart) { chart.destroy(); chart = null; }
+    if (typeof Chart === "undefined") return;
+    chart = new Chart(canvas, {
+      data: {
+        labels: s.map(function (d) { return fmt.day(d.day); }),
+        datasets: [
+          {type: "bar", label: "GMV", yAxisID: "gmv", backgroundColor: "rgba(47,111,219,.75)",
+           data: s.map(function (d) { return d.gmv; })},
+          {type: "line", label: "Orders", yAxisID: "orders", borderColor: "#e8710a",
+           backgroundColor: "#e8710a", data: s.map(function (d) { return d.orders; })}
+        ]
+      },
+      options: {
+        animation: false, responsive: true, maintainAspectRatio: false,
+        scales: {
+          gmv: {position: "left", beginAtZero: true, ticks: {callback: function (v) { return fmt.moneyWhole(v); }}},
+          orders: {position: "right", beginAtZero: true, grid: {drawOnChartArea: false},
+                   ticks: {precision: 0}}
+        },
+        plugins: {tooltip: {callbacks: {label: function (ctx) {
+          return ctx.dataset.label + ": " + (ctx.dataset.yAxisID === "gmv" ? fmt.money(ctx.raw) : fmt.num(ctx.raw));
+        }}}}
+      }
+    });
+    canvas.setAttribute("data-series", "gmv");
+  }
+
+  // --- range controls, reload and refresh ------------------------------------------
+  function header() {
+    var r = data.range;
+    Array.prototype.forEach.call(document.querySelectorAll("[data-preset]"), function (b) {
+      b.setAttribute("aria-pressed", String(b.getAttribute("data-preset") === r.preset));
+    });
+    $("custom-range").hidden = r.preset !== "custom" && !$("custom-range").dataset.open;
+    $("from").value = r.from;
+    $("to").value = r.to;
+    $("period").textContent = fmt.when(r.start) + " – " + fmt.when(r.end);
+    $("compared").textContent = "vs " + fmt.when(r.previous_start) + " – " + fmt.when(r.previous_end);
+    $("updated").textContent = fmt.when(data.generated_at);
+    $("updated").setAttribute("datetime", data.generated_at);
+  }
+
+  function render() {
+    setupFormats();
+    header();
+    tiles();
+    series();
+    funnel();
+    channels();
+    campaigns();
+    products("top", data.top_products);
+    products("slow", data.slow_products);
+    cohorts();
+    experiments();
+    slas();
+    document.body.setAttribute("data-rendered", "true");
+    document.body.setAttribute("data-range", data.range.start + "/" + data.range.end);
+  }
+
+  function query() {
+    var r = data.range, q = new URLSearchParams();
+    if (r.preset === "custom") { q.set("from", r.from); q.set("to", r.to); }
+    else q.set("preset", r.preset);
+    return q;
+  }
+
+  function load(q) {
+    loading += 1;
+    document.body.setAttribute("data-loading", "true");
+    $("status").textContent = "loading…";
+    return fetch("/dashboard/data?" + q.toString(), {headers: {"Accept": "application/json"}})
+      .then(function (reply) {
+        return reply.json().then(function (body) {
+          if (!reply.ok) throw new Error(body.message || ("HTTP " + reply.status));
+          return body;
+        });
+      })
+      .then(function (body) {
+        data = body;
+        render();
+        $("status").textContent = "";
+        history.replaceState(null, "", "/dashboard?" + q.toString());
+      })
+      .catch(function (err) { $("status").textContent = "could not load: " + err.message; })
+      .then(function () {
+        loading -= 1;
+        if (!loading) document.body.removeAttribute("data-loading");
+      });
+  }
+
+  function schedule() {
+    if (timer) clearInterval(timer);
+    var seconds = Number($("refresh").value);
+    timer = seconds > 0 ? setInterval(function () { load(query()); }, seconds * 1000) : null;
+  }
+
+  function wire() {
+    Array.prototype.forEach.call(document.querySelectorAll("[data-preset]"), function (b) {
+      b.addEventListener("click", function () {
+        var preset = b.getAttribute("data-preset");
+        if (preset === "custom") {
+          $("custom-range").dataset.open = "1";
+          $("custom-range").hidden = false;
+          $("from").focus();
+          return;
+        }
+        delete $("custom-range").dataset.open;
+        load(new URLSearchParams({preset: preset}));
+      });
+    });
+    $("range").addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      load(new URLSearchParams({from: $("from").value, to: $("to").value}));
+    });
+    var refresh = $("refresh");
+    refresh.value = String(data.refresh_seconds);
+    if (refresh.value === "") refresh.value = "0";
+    refresh.addEventListener("change", schedule);
+    schedule();
+  }
+
+  render();
+  wire();
 })();

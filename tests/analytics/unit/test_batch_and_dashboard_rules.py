@@ -1,0 +1,83 @@
+"""Pure rules of batch folding (merging updates) and of the dashboard (ranges,
+traffic sources, cohort periods)."""
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from services.analytics import domain, store
+from shared.errors import ValidationFailed
+
+TZ = ZoneInfo("Asia/Shanghai")
+NOW = datetime(2026, 11, 26, 4, 30, tzinfo=timezone.utc)  # 12:30 in Shanghai
+T1, T2 = datetime(2026, 11, 21, 1, tzinfo=timezone.utc), datetime(2026, 11, 21, 2, tzinfo=timezone.utc)
+
+
+def test_merged_updates_equal_applying_them_in_turn():
+    merged: dict = {}
+    store._merge(merged, {"$set": {"a": 1}, "$min": {"t": T2}, "$inc": {"n": 2},
+                          "$addToSet": {"hours": T1}, "$setOnInsert": {"v": "first"}})
+    store._merge(merged, {"$set": {"a": 2}, "$min": {"t": T1}, "$max": {"m": T1}, "$inc": {"n": 3},
+                          "$addToSet": {"hours": {"$each": [T1, T2]}}, "$setOnInsert": {"v": "second"}})
+    assert merged == {"$set": {"a": 2}, "$min": {"t": T1}, "$max": {"m": T1}, "$inc": {"n": 5},
+                      "$addToSet": {"hours": {"$each": [T1, T2]}}, "$setOnInsert": {"v": "first"}}
+    with pytest.raises(ValueError):
+        store._merge(merged, {"$unset": {"a": ""}})
+
+
+def test_a_pipeline_update_keeps_its_place_between_operator_updates():
+    fold = store.Fold(db=None, session=None, tz=TZ)
+    fold.update("products", "p1", {"$set": {"x": 1}})
+    fold.set_latest("products", "p1", T1, {"title": "大衣"})
+    fold.update("products", "p1", {"$set": {"x": 2}})
+    fold.update("sessions", "s1", {"$set": {"y": 1}})
+    fold.update("sessions", "s1", {"$set": {"y": 2}})
+    kinds = [(e[0], e[2]) for e in fold.ops["products"]]
+    assert kinds == [("p1", True), ("p1", False), ("p1", True)]
+    assert fold.ops["sessions"] == [["s1", {"$set": {"y": 2}}, True]]
+
+
+@pytest.mark.parametrize("session, source", [
+    ({"referrer": "https://www.douyin.com/video/1"}, "douyin"),
+    ({"referrer": "https://m.baidu.com/s?wd=x", "campaign_id": "c1"}, "baidu"),
+    ({"referrer": "https://blog.example/post"}, "other"),
+    ({"campaign_id": "c1"}, "campaign"),
+    ({"referral_code": "KOL1", "referrer": "https://www.douyin.com/"}, "referral"),
+    ({}, "direct"),
+    ({"referrer": "not a url"}, "direct"),
+])
+def test_traffic_source(session, source):
+    assert domain.traffic_source(session) == source
+
+
+def test_dashboard_ranges_presets_and_local_dates():
+    assert domain.dashboard_range({}, NOW, TZ)[0] == "7d"
+    preset, today = domain.dashboard_range({"preset": "today"}, NOW, TZ)
+    assert preset == "today" and today.start == datetime(2026, 11, 25, 16, tzinfo=timezone.utc)
+    assert today.end == datetime(2026, 11, 26, 5, tzinfo=timezone.utc)  # rounded up to the hour
+    _, month = domain.dashboard_range({"preset": "30d"}, NOW, TZ)
+    assert month.start == datetime(2026, 10, 27, 4, tzinfo=timezone.utc)
+    preset, day = domain.dashboard_range({"from": "2026-11-21", "to": "2026-11-21"}, NOW, TZ)
+    assert preset == "custom" and (day.start, day.end) == (
+        datetime(2026, 11, 20, 16, tzinfo=timezone.utc), datetime(2026, 11, 21, 16, tzinfo=timezone.utc))
+    previous = domain.previous_range(day)
+    assert (previous.start, previous.end) == (datetime(2026, 11, 19, 16, tzinfo=timezone.utc), day.start)
+
+
+@pytest.mark.parametrize("params, field", [
+    ({"preset": "year"}, "preset"), ({"from": "2026-11-22", "to": "2026-11-21"}, "to"),
+    ({"from": "21/11/2026", "to": "2026-11-21"}, "from"), ({"from": "2026-11-21"}, "to"),
+    ({"start": "yesterday"}, "start"),
+])
+def test_dashboard_range_errors_name_the_field(params, field):
+    with pytest.raises(ValidationFailed) as err:
+        domain.dashboard_range(params, NOW, TZ)
+    assert field in err.value.field_errors
+
+
+def test_period_bounds_of_months_and_iso_weeks():
+    assert domain.period_bounds("2026-12", "month", TZ) == (
+        datetime(2026, 11, 30, 16, tzinfo=timezone.utc), datetime(2026, 12, 31, 16, tzinfo=timezone.utc))
+    assert domain.period_bounds("2026-W47", "week", TZ) == (
+        datetime(2026, 11, 15, 16, tzinfo=timezone.utc), datetime(2026, 11, 22, 16, tzinfo=timezone.utc))
+    assert domain.period_bounds("2026", "month", TZ) is None
