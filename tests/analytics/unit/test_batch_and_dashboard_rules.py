@@ -28,7 +28,7 @@ def test_merged_updates_equal_applying_them_in_turn():
 def test_a_pipeline_update_keeps_its_place_between_operator_updates():
     fold = store.Fold(db=None, session=None, tz=TZ)
     fold.update("products", "p1", {"$set": {"x": 1}})
-    fold.set_latest("products", "p1", T1, {"title": "大衣"})
+    fold.set_latest("products", "p1", 3, {"title": "大衣"}, "listing")
     fold.update("products", "p1", {"$set": {"x": 2}})
     fold.update("sessions", "s1", {"$set": {"y": 1}})
     fold.update("sessions", "s1", {"$set": {"y": 2}})
