@@ -8,6 +8,7 @@ os.environ.setdefault("MARKETING_SWEEP_INTERVAL", "3600")  # tests drive expiry 
 import pytest  # noqa: E402
 
 from shared.errors import ValidationFailed  # noqa: E402
+from shared.guard import Bool, Id, Page, Payload, Text
 from shared.rpc import rpc  # noqa: E402
 from shared.service import ShopService  # noqa: E402
 from shared.store import Store  # noqa: E402
@@ -21,7 +22,7 @@ class FakeMember(ShopService):
     SEGMENTS: dict[str, list[str]] = {}
     PAGE_SIZE = 2
 
-    @rpc
+    @rpc(schema={"name": Text(64), "page": Page()})
     def list_segment(self, name, page=1):
         if name not in self.SEGMENTS:
             raise ValidationFailed.field("name", "unknown segment")
@@ -30,12 +31,12 @@ class FakeMember(ShopService):
         return {"segment": name, "page": page, "page_size": self.PAGE_SIZE, "total": len(ids),
                 "items": [{"id": m, "member_id": m} for m in ids[start:start + self.PAGE_SIZE]]}
 
-    @rpc
+    @rpc(schema={"member_id": Id(), "channel": Text(32), "granted": Bool()})
     def update_consent(self, member_id, channel, granted):
         return self.emit("member_consent_changed", {"member_id": member_id, "channel": channel,
                                                     "granted": granted})
 
-    @rpc
+    @rpc(schema={"event_type": Id(), "data": Payload()})
     def emit(self, event_type, data):
         with self.store.transaction() as tx:
             envelope = tx.emit(event_type, data)
@@ -48,7 +49,7 @@ class FakeOrder(ShopService):
     name = "order"
     store = Store()
 
-    @rpc
+    @rpc(schema={"event_type": Id(), "data": Payload()})
     def emit(self, event_type, data):
         with self.store.transaction() as tx:
             envelope = tx.emit(event_type, data)

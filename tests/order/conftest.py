@@ -7,6 +7,7 @@ from nameko.amqp.publish import Publisher
 from pymongo import IndexModel
 
 from shared.errors import NotFound, ValidationFailed
+from shared.guard import Bool, Id, Objects, Payload, Text
 from shared.outbox import build_envelope
 from shared.rpc import rpc
 from shared.service import ShopService
@@ -24,7 +25,7 @@ class FakeCatalog(ShopService):
     name = "catalog"
     store = Store(indexes={"products": [IndexModel("sku")]})
 
-    @rpc
+    @rpc(schema={"product": Payload(), "published": Bool(), "announce": Bool()})
     def add_product(self, product, published=True, announce=True):
         with self.store.transaction() as tx:
             tx.db.products.insert_one({"_id": product["id"], **product,
@@ -40,7 +41,7 @@ class FakeCatalog(ShopService):
                                                   "category": product["category"]})
         return {"id": product["id"]}
 
-    @rpc
+    @rpc(schema={"product_id": Id()})
     def get_product(self, product_id):
         doc = self.store.db.products.find_one({"_id": product_id})
         if doc is None:
@@ -48,7 +49,7 @@ class FakeCatalog(ShopService):
         return {"id": doc["_id"], "category": doc["category"], "price": doc["price"],
                 "currency": "CNY", "status": doc["status"]}
 
-    @rpc
+    @rpc(schema={"order_id": Id()})
     def reservation_of(self, order_id):
         doc = self.store.db.reservations.find_one({"_id": order_id})
         return doc and {"state": doc["state"]}
@@ -86,7 +87,7 @@ class FakeMember(ShopService):
     name = "member"
     tiers: dict = {}
 
-    @rpc
+    @rpc(schema={"member_id": Id()})
     def get_member(self, member_id):
         if member_id not in self.tiers:
             raise NotFound("no member", {"member_id": member_id})
@@ -100,7 +101,8 @@ class FakeMarketing(ShopService):
     name = "marketing"
     store = Store()
 
-    @rpc
+    @rpc(schema={"member_id": Id(), "lines": Objects(), "coupon_code": Id(), "tier": Text(64),
+                 "order_id": Id()})
     def price_cart(self, member_id, lines, coupon_code=None, tier=None, order_id=None):
         if coupon_code not in (None, "SAVE10", "FREESHIP"):
             raise ValidationFailed.field("coupon_code", "coupon does not exist or has expired")
@@ -128,7 +130,7 @@ class FakeMarketing(ShopService):
                                          upsert=True, session=tx.session)
         return answer
 
-    @rpc
+    @rpc(schema={"order_id": Id()})
     def coupon_of(self, order_id):
         doc = self.store.db.coupons.find_one({"_id": order_id})
         return doc and {"state": doc["state"], "code": doc["code"]}
