@@ -73,7 +73,7 @@ def inspect(value: Any, path: str = "", depth: int = 0) -> None:
             if not isinstance(key, str):
                 _refuse(path, "object keys must be strings")
             if key.startswith("$"):
-                _refuse(where, "operators are not accepted")
+                _refuse(path, f"operator {key[:20]} is not accepted")
             if "\x00" in key or len(key) > MAX_KEY or not key:
                 _refuse(path, f"object keys must be 1 to {MAX_KEY} characters without NUL")
             _encodable(key, path)
@@ -194,10 +194,10 @@ def argument_schema(method, spec) -> Schema:
 
     params = [p for p in pyinspect.signature(method).parameters.values() if p.name != "self"]
     if isinstance(spec, dict):
-        for param in params:
-            field = spec.get(param.name)
-            if field is not None and param.default is None:
-                field.allow_none = True
+        # None is never an operator: whether a value is required is the use case's
+        # rule (its own schema names the field), so every argument field accepts it.
+        for field in spec.values():
+            field.allow_none = True
         schema = ArgumentSchema.from_dict(dict(spec), name=f"{method.__name__}_args")()
     elif isinstance(spec, type) and issubclass(spec, Schema):
         schema = spec(unknown=RAISE)

@@ -7,7 +7,6 @@ from shared.seed import seed
 from shared.traffic import run_traffic
 from tests.support.suite import InProcessSuite
 
-
 # The generator signs POST /track as a server-side caller, with a key made for this run.
 TRACK_KEY = ("traffic-test", secrets.token_urlsafe(24))
 
