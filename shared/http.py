@@ -61,10 +61,11 @@ class HttpEntrypoint(HttpRequestHandler):
     loopback, see shared.auth), "open" (health and metrics) or "own" (the
     handler authenticates, as `/track` does with its signed bodies)."""
 
-    def __init__(self, method, url, access: str = "operator", **kwargs):
+    def __init__(self, method, url, access: str = "operator", openapi: dict | None = None, **kwargs):
         if access not in ("operator", "open", "own"):
             raise ValueError(f"unknown access {access!r} for {method} {url}")
         self.access = access
+        self.openapi = openapi  # this operation's part of docs/openapi.json (shared.openapi)
         super().__init__(method, url, **kwargs)
 
     def handle_request(self, request):
@@ -81,12 +82,13 @@ class HttpEntrypoint(HttpRequestHandler):
                               "message": "The request failed; see the service log."}, 500)
 
 
-def http(method: str, url: str, access: str = "operator", **kwargs):
+def http(method: str, url: str, access: str = "operator", openapi: dict | None = None, **kwargs):
     """`@http("GET", "/kpis")` on a service method taking the werkzeug request;
-    `access` as HttpEntrypoint says."""
+    `access` as HttpEntrypoint says; `openapi` documents parameters and responses."""
 
     def decorate(fn):
-        return HttpEntrypoint.decorator(method, url, access=access, expected_exceptions=(ShopError,),
-                                        **kwargs)(retrying(fn, kind="http"))
+        return HttpEntrypoint.decorator(method, url, access=access, openapi=openapi,
+                                        expected_exceptions=(ShopError,), **kwargs)(
+            retrying(fn, kind="http"))
 
     return decorate

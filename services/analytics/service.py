@@ -11,7 +11,7 @@ from marshmallow import fields
 from pymongo.errors import DuplicateKeyError
 from werkzeug.wrappers import Response
 
-from services.analytics import admission, dashboard, domain, queries, schemas, store, tracking
+from services.analytics import admission, dashboard, domain, openapi, queries, schemas, store, tracking
 from services.analytics.gauges import Gauges
 from shared import guard
 from shared.clock import utcnow
@@ -147,7 +147,7 @@ class AnalyticsService(ShopService):
 
         return call_with_retries(ingest_once, self._shop_settings, self.name, "http", "track")
 
-    @http("POST", "/track", access="own")
+    @http("POST", "/track", access="own", openapi=openapi.TRACK)
     def http_track(self, request):
         # Authenticate before reading the body as JSON; count the request before
         # validating it, so a flood of bad bodies is limited too (admission.py).
@@ -166,7 +166,7 @@ class AnalyticsService(ShopService):
         except ShopError as exc:
             return error_response(exc)
 
-    @http("GET", "/kpis")
+    @http("GET", "/kpis", openapi=openapi.KPIS)
     def http_kpis(self, request):
         try:
             return json_response(queries.get_kpis(
@@ -174,7 +174,7 @@ class AnalyticsService(ShopService):
         except ValidationFailed as exc:
             return _error(exc)
 
-    @http("GET", "/dashboard")
+    @http("GET", "/dashboard", openapi=openapi.DASHBOARD)
     def http_dashboard(self, request):
         try:
             data = self._dashboard_data(request.args.get("start"), request.args.get("end"))
@@ -182,14 +182,14 @@ class AnalyticsService(ShopService):
             return _error(exc)
         return Response(dashboard.render(data), mimetype="text/html")
 
-    @http("GET", "/dashboard/data")
+    @http("GET", "/dashboard/data", openapi=openapi.DASHBOARD_DATA)
     def http_dashboard_data(self, request):
         try:
             return json_response(self._dashboard_data(request.args.get("start"), request.args.get("end")))
         except ValidationFailed as exc:
             return _error(exc)
 
-    @http("GET", "/dashboard.js")
+    @http("GET", "/dashboard.js", openapi=openapi.SCRIPT)
     def http_dashboard_js(self, request):
         return Response(dashboard.SCRIPT, mimetype="application/javascript")
 
