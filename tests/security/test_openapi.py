@@ -8,8 +8,8 @@ import json
 import pytest
 import requests
 import schemathesis
-from schemathesis import checks
 from hypothesis import HealthCheck, given, settings
+from schemathesis import checks
 
 from services.analytics.service import AnalyticsService
 from shared import openapi
