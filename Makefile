@@ -8,7 +8,7 @@ PYTEST := $(BIN)/pytest
 export PYTHONPATH := $(CURDIR)
 
 .PHONY: install up down run test test-unit test-contract test-chassis test-integration \
-        test-e2e test-chaos test-deploy bench lint declare status clean
+        test-e2e test-chaos test-deploy test-security bench lint declare status clean
 
 install: $(STAMP)
 
@@ -53,6 +53,9 @@ test-chaos: install
 
 test-deploy: install
 	$(PYTEST) tests/deploy
+
+test-security: install  # FUZZ_EXAMPLES=N (default 50 per entrypoint), RUNSLOW=1 for 500
+	$(PYTEST) tests/security
 
 bench: install
 	$(BIN)/python -m bench
