@@ -105,7 +105,7 @@ def test_integers_beyond_64_bits_are_refused_typed_not_overflow(services, rpc, h
 
 def test_where_reaches_mongodb_from_no_argument(services, rpc):
     refused(lambda: rpc.member.get_member(WHERE), "member_id")
-    refused(lambda: rpc.catalog.get_products([WHERE]), "product_ids")
+    refused(lambda: rpc.catalog.get_products([WHERE]), "product_ids.0")
     error = refused(lambda: rpc.catalog.update_product("prd_1", WHERE), "changes")
     assert error.field_errors["changes"] == ["operator $where is not accepted"]
     refused(lambda: rpc.fulfillment.update_warehouse("wh_1", {"name": WHERE}), "changes.name")
