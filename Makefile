@@ -8,7 +8,7 @@ PYTEST := $(BIN)/pytest
 export PYTHONPATH := $(CURDIR)
 
 .PHONY: install up down run test test-unit test-contract test-chassis test-integration \
-        test-e2e test-chaos test-deploy test-image crds image bench lint declare status clean vendor-check vendor-update
+        test-e2e test-chaos test-deploy test-image crds image bench lint declare status clean vendor-check vendor-update test-security
 
 install: $(STAMP)
 
@@ -67,6 +67,9 @@ image: install
 # tests/deploy validates the custom resources against (or SHOP_CRDS_DIR).
 crds:
 	deploy/tools/crds.sh
+
+test-security: install  # FUZZ_EXAMPLES=N (default 50 per entrypoint), RUNSLOW=1 for 500
+	$(PYTEST) tests/security
 
 bench: install
 	$(BIN)/python -m bench

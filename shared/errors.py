@@ -80,4 +80,18 @@ class ServiceUnavailable(ShopError):
     code = "unavailable"
 
 
+@deserialize_to_instance
+class Unauthorized(ShopError):
+    """No valid credential (HTTP 401)."""
+
+    code = "unauthorized"
+
+
+@deserialize_to_instance
+class RateLimited(ShopError):
+    """Too many requests for this credential (HTTP 429); `details["retry_after_s"]`."""
+
+    code = "rate_limited"
+
+
 EXPECTED_ERRORS: tuple[type[Exception], ...] = (ShopError,)

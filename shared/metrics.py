@@ -74,6 +74,13 @@ RPC_CLIENT_CALLS = Counter(
     "shop_rpc_client_calls_total", "Outgoing RPC calls, by outcome (ok, error, timeout).",
     ["service", "target", "method", "outcome"], registry=REGISTRY)
 
+AUTH_REFUSED = Counter(
+    "shop_auth_refused_total", "HTTP requests refused for want of a valid credential (401), by reason.",
+    ["service", "endpoint", "reason"], registry=REGISTRY)
+TRACK_RATE_LIMITED = Counter(
+    "shop_track_rate_limited_total", "POST /track requests over their key's rate limit (429).",
+    ["service"], registry=REGISTRY)
+
 
 def exposition() -> bytes:
     return generate_latest(REGISTRY)

@@ -1,7 +1,9 @@
 """RPC in and out.
 
-- `@rpc` exposes a method: typed errors (ShopError) are expected (logged as
-  warnings, returned typed); transient store/broker errors are retried.
+- `@rpc(schema=...)` exposes a method: its arguments are validated first
+  (shared.guard; an entrypoint without a schema does not register); typed
+  errors (ShopError) are expected (logged as warnings, returned typed);
+  transient store/broker errors are retried.
 - `RpcClient("catalog")` calls another service with a timeout: a stopped or
   stuck service raises ServiceTimeout instead of waiting forever, and the
   request expires in the queue so a restarted service does not run stale calls.
@@ -16,7 +18,7 @@ from nameko.extensions import DependencyProvider
 from nameko.rpc import MethodProxy, ReplyListener
 from nameko.rpc import Rpc as NamekoRpc
 
-from shared import idempotency, metrics
+from shared import guard, idempotency, metrics
 from shared.config import settings_of
 from shared.errors import EXPECTED_ERRORS, ServiceTimeout
 from shared.logs import get_logger
@@ -51,17 +53,28 @@ class Rpc(NamekoRpc):
             raise IncorrectSignature(str(exc)) from None
 
 
-def rpc(fn=None, *, expected_exceptions: tuple = ()):
-    """`@rpc` on a service method (optionally with more expected exceptions).
+def rpc(fn=None, *, schema=None, expected_exceptions: tuple = ()):
+    """`@rpc(schema={"order_id": guard.Id()})` on a service method: every argument
+    is validated (shared.guard) before the method runs; an entrypoint without a
+    schema is refused when the class is defined. `schema={}` for no arguments.
 
     Every method also takes an optional `request_id` keyword: a repeated call
     with the same id returns the first call's result (idempotency.py)."""
 
+    if fn is not None:
+        raise TypeError(f"@rpc on {fn.__qualname__} needs schema=...: every RPC argument is "
+                        "validated (shared/guard.py)")
+
     def decorate(method):
-        wrapped = _once_per_request(retrying(method, kind="rpc"))
+        if schema is None:
+            raise TypeError(f"@rpc on {method.__qualname__} needs schema=...: every RPC argument "
+                            "is validated (shared/guard.py)")
+        wrapped = retrying(guard.validating(method, schema), kind="rpc")
+        wrapped.__wrapped_signature__ = method
+        wrapped = _once_per_request(wrapped)
         return Rpc.decorator(expected_exceptions=EXPECTED_ERRORS + tuple(expected_exceptions))(wrapped)
 
-    return decorate(fn) if fn is not None else decorate
+    return decorate
 
 
 def _once_per_request(fn):

@@ -78,6 +78,12 @@ def readiness(container) -> dict:
     return checks
 
 
+READY = {"description": "readiness and each check", "content": {"application/json": {"schema": {
+    "type": "object", "required": ["status", "checks"],
+    "properties": {"status": {"type": "string", "enum": ["ready", "not_ready"]},
+                   "checks": {"type": "object", "additionalProperties": {"type": "boolean"}}}}}}}
+
+
 class Health(DependencyProvider):
     def get_dependency(self, worker_ctx):
         return lambda: readiness(self.container)
@@ -92,20 +98,27 @@ class Health(DependencyProvider):
 
 
 class ShopService:
+    # Health and metrics stay open on the pod network (the NetworkPolicy limits
+    # who reaches them); every other endpoint needs a credential beyond loopback.
     observability = Observability()
     health = Health()
 
-    @http("GET", "/health/live")
+    @http("GET", "/health/live", access="open", openapi={"summary": "The process is alive."})
     def health_live(self, request):
         return json_response({"status": "live"})
 
-    @http("GET", "/health/ready")
+    @http("GET", "/health/ready", access="open", openapi={
+        "summary": "mongod, the broker and the event consumer are reachable.",
+        "responses": {"200": READY, "503": READY}})
     def health_ready(self, request):
         checks = self.health()
         ready = all(checks.values())
         return json_response({"status": "ready" if ready else "not_ready", "checks": checks},
                              200 if ready else 503)
 
-    @http("GET", "/metrics")
+    @http("GET", "/metrics", access="open", openapi={
+        "summary": "Prometheus metrics of this process.",
+        "responses": {"200": {"description": "text exposition format",
+                              "content": {"text/plain": {"schema": {"type": "string"}}}}}})
     def prometheus_metrics(self, request):
         return Response(metrics.exposition(), mimetype="text/plain; version=0.0.4")

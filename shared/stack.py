@@ -5,7 +5,8 @@ AMQP_URI, or else a private RabbitMQ node under .run/rabbit when
 `rabbitmq-server` exists; the broker topology; then every service that exists
 under services/, each as `python -m shared.run <name>` in the background,
 returning once each /health/ready answers. `down` stops exactly what `up`
-started (recorded in .run/stack.json)."""
+started (recorded in .run/stack.json). Keys the services need (HTTP token,
+tracking key) are generated into .run/secrets.json and passed in the environment."""
 from __future__ import annotations
 
 import argparse
@@ -23,6 +24,7 @@ from shared.config import DEFAULT_PORTS, Settings
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / ".run"
 STATE = RUN / "stack.json"
+SECRETS = RUN / "secrets.json"
 SERVICE_ORDER = ["catalog", "member", "marketing", "order", "fulfillment", "analytics"]
 
 
@@ -99,11 +101,38 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
+def local_secrets() -> dict:
+    """The local stack's keys, made at random on first use into .run/secrets.json
+    (owner-only): the operators' bearer token, a server-side tracking key (the
+    traffic generator's) and the member-session secret. Never in the repo."""
+    import json
+    import secrets
+
+    if SECRETS.exists():
+        return json.loads(SECRETS.read_text())
+    RUN.mkdir(parents=True, exist_ok=True)
+    made = {"http_token": secrets.token_urlsafe(32), "track_key_id": "local-backend",
+            "track_secret": secrets.token_urlsafe(32), "session_secret": secrets.token_urlsafe(32)}
+    fd = os.open(SECRETS, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(made, handle)
+    return made
+
+
+def secret_env(keys: dict) -> dict:
+    """The environment a service reads those keys from (a Secret's keys in Kubernetes)."""
+    return {"HTTP_TOKEN": keys["http_token"],
+            "ANALYTICS_TRACK_KEYS": f"{keys['track_key_id']}:{keys['track_secret']}",
+            "ANALYTICS_TRACK_SERVER_KEYS": keys["track_key_id"],
+            "ANALYTICS_SESSION_SECRET": keys["session_secret"]}
+
+
 def up(timeout: float) -> None:
     state = load_state()
     mongo_uri = ensure_mongo(state)
     amqp_uri = ensure_broker(state)
-    env = dict(os.environ, MONGO_URI=mongo_uri, AMQP_URI=amqp_uri, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, MONGO_URI=mongo_uri, AMQP_URI=amqp_uri, PYTHONUNBUFFERED="1",
+               **secret_env(local_secrets()))
     subprocess.run([sys.executable, "-m", "shared.admin", "declare"], env=env, check=True,
                    cwd=ROOT, stdout=subprocess.DEVNULL)
     (RUN / "logs").mkdir(parents=True, exist_ok=True)

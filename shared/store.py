@@ -19,7 +19,7 @@ from pymongo.errors import ConnectionFailure, OperationFailure
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
-from shared import failures, idempotency, inbox, outbox
+from shared import failures, guard, idempotency, inbox, outbox
 from shared.config import settings_of
 from shared.context import current_event
 from shared.errors import ServiceUnavailable
@@ -73,7 +73,8 @@ class StoreHandle:
 
     def __init__(self, provider: "Store"):
         self._provider = provider
-        self.db = provider.db
+        # Filters holding a caller's dict or server-side JavaScript are refused (shared.guard).
+        self.db = guard.guarded(provider.db)
         self.client = provider.client
 
     def __getitem__(self, collection: str):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import time
@@ -30,6 +31,7 @@ from dataclasses import dataclass, field
 
 from nameko.exceptions import RemoteError
 
+from shared.auth import track_headers
 from shared.clock import to_iso, utcnow
 from shared.errors import NotFound, ShopError, ValidationFailed
 from shared.ids import new_id
@@ -251,7 +253,8 @@ class OrderTrack:
 class Traffic:
     def __init__(self, seed_data: dict, *, rate: float, duration: float, workers: int,
                  amqp_uri: str | None, analytics_url: str, timeout: float, max_sessions: int | None,
-                 ops_workers: int, ops_grace: float, rng_seed: int | None, track_batch: int):
+                 ops_workers: int, ops_grace: float, rng_seed: int | None, track_batch: int,
+                 track_key: tuple[str, str] | None = None):
         self.world = seed_data
         self.rate, self.duration, self.workers = rate, duration, workers
         self.amqp_uri, self.analytics_url, self.timeout = amqp_uri, analytics_url.rstrip("/"), timeout
@@ -259,6 +262,7 @@ class Traffic:
         self.ops_workers, self.ops_grace = ops_workers, ops_grace
         self.master = random.Random(rng_seed)
         self.track_batch = track_batch
+        self.track_key = track_key
         self.track_timeout = max(timeout, 30.0)
         self.stats = Stats()
         self.pacer = Pacer(rate)
@@ -280,9 +284,12 @@ class Traffic:
         """POST a batch; a timeout or a 5xx is retried once with the same event ids, so
         analytics counts a batch it already stored only once."""
         body = json.dumps({"events": events}).encode()
+        headers = {"Content-Type": "application/json"}
+        if self.track_key:
+            headers.update(track_headers(*self.track_key, body))
         for attempt in (1, 2):
             request = urllib.request.Request(f"{self.analytics_url}/track", data=body, method="POST",
-                                             headers={"Content-Type": "application/json"})
+                                             headers=headers)
             try:
                 with urllib.request.urlopen(request, timeout=self.track_timeout) as resp:
                     resp.read()
@@ -650,6 +657,21 @@ class Traffic:
         return result
 
 
+def default_track_key() -> tuple[str, str] | None:
+    """The key `POST /track` is signed with: $TRACK_KEY (`id:secret`), else the local
+    stack's (.run/secrets.json, made by `make up`), else none (analytics answers 401)."""
+    raw = os.environ.get("TRACK_KEY", "")
+    if ":" in raw:
+        key_id, _, secret = raw.partition(":")
+        return key_id, secret
+    from shared.stack import SECRETS, local_secrets
+
+    if SECRETS.exists():
+        keys = local_secrets()
+        return keys["track_key_id"], keys["track_secret"]
+    return None
+
+
 def default_analytics_url() -> str:
     from shared.config import Settings
 
@@ -662,7 +684,8 @@ def run_traffic(rate: float = 3.0, duration: float = 60.0, workers: int = 8, see
                 progress: Callable[[dict], None] | None = None, *, amqp_uri: str | None = None,
                 analytics_url: str | None = None, timeout: float = 10.0, max_sessions: int | None = None,
                 ops_workers: int = 2, ops_grace: float | None = None, rng_seed: int | None = None,
-                track_batch: int = 10, progress_interval: float = 0.5) -> dict:
+                track_batch: int = 10, progress_interval: float = 0.5,
+                track_key: tuple[str, str] | None = None) -> dict:
     """Simulate shoppers for `duration` seconds at `rate` sessions per second over
     `workers` green threads (one RPC connection each), then let operations settle
     the placed orders for at most `ops_grace` seconds. Returns the stats dict.
@@ -675,7 +698,8 @@ def run_traffic(rate: float = 3.0, duration: float = 60.0, workers: int = 8, see
     traffic = Traffic(seed_data, rate=rate, duration=duration, workers=workers, amqp_uri=amqp_uri,
                       analytics_url=analytics_url or default_analytics_url(), timeout=timeout,
                       max_sessions=max_sessions, ops_workers=ops_workers, ops_grace=grace,
-                      rng_seed=rng_seed, track_batch=track_batch)
+                      rng_seed=rng_seed, track_batch=track_batch,
+                      track_key=track_key or default_track_key())
     return traffic.run(progress, progress_interval)
 
 
@@ -716,6 +740,8 @@ def main(argv=None) -> None:
     parser.add_argument("--seed-file", help="JSON written by `python -m shared.seed` (default: seed now)")
     parser.add_argument("--analytics-url", default=None, help="default http://127.0.0.1:8006")
     parser.add_argument("--amqp-uri", default=None, help="default AMQP_URI")
+    parser.add_argument("--track-key", default=None,
+                        help="ID:SECRET signing POST /track (default $TRACK_KEY, else .run/secrets.json)")
     args = parser.parse_args(argv)
     if args.seed_file:
         with open(args.seed_file, encoding="utf-8") as handle:
@@ -727,7 +753,8 @@ def main(argv=None) -> None:
                     say=lambda m: print(f"[seed] {m}", file=sys.stderr, flush=True))
     stats = run_traffic(args.rate, args.duration, args.workers, data, progress=ProgressPrinter(),
                         amqp_uri=args.amqp_uri, analytics_url=args.analytics_url,
-                        max_sessions=args.max_sessions)
+                        max_sessions=args.max_sessions,
+                        track_key=tuple(args.track_key.split(":", 1)) if args.track_key else None)
     stats.pop("order_ids", None)
     print(json.dumps(stats, ensure_ascii=False, indent=2))
 

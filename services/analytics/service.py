@@ -7,14 +7,17 @@ import json
 from zoneinfo import ZoneInfo
 
 from eventlet.semaphore import Semaphore
-from nameko.web.handlers import http
+from marshmallow import fields
 from pymongo.errors import DuplicateKeyError
 from werkzeug.wrappers import Response
 
-from services.analytics import dashboard, domain, queries, schemas, store, tracking
+from services.analytics import admission, dashboard, domain, openapi, queries, schemas, store, tracking
 from services.analytics.gauges import Gauges
+from shared import guard
 from shared.clock import utcnow
 from shared.errors import ShopError, ValidationFailed
+from shared.guard import Choice, Id, Int, Text, When
+from shared.http import error_response, http
 from shared.logs import get_logger
 from shared.retry import call_with_retries
 from shared.rpc import rpc
@@ -35,7 +38,7 @@ def setting(service, name: str, default, kind=int):
 
 class AnalyticsService(ShopService):
     name = "analytics"
-    store = Store(indexes=store.INDEXES)
+    store = Store(indexes={**store.INDEXES, **admission.INDEXES})
     gauges = Gauges()
 
     # --- helpers ------------------------------------------------------------------------
@@ -96,66 +99,68 @@ class AnalyticsService(ShopService):
 
     # --- RPC ----------------------------------------------------------------------------
 
-    @rpc
+    @rpc(schema={"start": When(), "end": When()})
     def get_kpis(self, start=None, end=None):
         return queries.get_kpis(self.store.db, self.tz, self._range(start, end))
 
-    @rpc
+    @rpc(schema={"limit": Int(1, 500), "start": When(), "end": When()})
     def top_products(self, limit=10, start=None, end=None):
         args = load(schemas.Limit(), {"limit": limit})
         return queries.top_products(self.store.db, self.tz, self._range(start, end), args["limit"])
 
-    @rpc
+    @rpc(schema={"limit": Int(1, 500), "start": When(), "end": When()})
     def slow_products(self, limit=10, start=None, end=None):
         args = load(schemas.Limit(), {"limit": limit})
         return queries.slow_products(self.store.db, self.tz, self._range(start, end), args["limit"])
 
-    @rpc
+    @rpc(schema={"period": Choice(["month", "week"]), "first": Text(10), "last": Text(10)})
     def retention_cohorts(self, period="month", first=None, last=None):
         args = load(schemas.Cohorts(), {"period": period, "first": first, "last": last})
         return queries.retention_cohorts(self.store.db, self.tz, args["period"], args["first"],
                                          args["last"])
 
-    @rpc
+    @rpc(schema={"start": When(), "end": When()})
     def campaign_roi(self, start=None, end=None):
         window = setting(self, "attribution_window_days", 7)
         return queries.campaign_roi(self.store.db, self.tz, self._range(start, end), window)
 
-    @rpc
+    @rpc(schema={"start": When(), "end": When()})
     def channel_roi(self, start=None, end=None):
         window = setting(self, "attribution_window_days", 7)
         return queries.channel_roi(self.store.db, self.tz, self._range(start, end), window)
 
-    @rpc
+    @rpc(schema={"experiment_key": Id()})
     def experiment_results(self, experiment_key):
         args = load(schemas.ExperimentKey(), {"experiment_key": experiment_key})
         return queries.experiment_results(
             self.store.db, args["experiment_key"], setting(self, "experiment_alpha", 0.05, float),
             setting(self, "experiment_min_exposures", 30))
 
-    @rpc
+    @rpc(schema={})
     def unfolded_events(self):
         """Counts of events kept but not folded (unknown type, or invalid payload)."""
         return queries.unfolded_counts(self.store.db)
 
-    @rpc
+    @rpc(schema={})
     def rebuild(self):
         """Recompute every aggregate from the raw store (consumers should be stopped)."""
         result = store.rebuild(self.store.db, self.tz, shards=self.shards)
         log.info("analytics_rebuilt", **result)
         return {"id": "rebuild", **result}
 
-    @rpc
+    @rpc(schema={"events": fields.Raw()})
     def track(self, events):
         return self._track(events)
 
     # --- HTTP ---------------------------------------------------------------------------
 
-    def _track(self, body) -> dict:
+    def _track(self, body, admit=None) -> dict:
         # One request = one batch = one transaction: validated first (all or nothing),
         # then stored and folded together. Idempotent per event_id.
         max_batch = setting(self, "track_max_batch", 500)
         envelopes = tracking.events_of(body, max_batch, self._shop_settings.currency)
+        if admit is not None:
+            admit(envelopes)
 
         def ingest_once() -> list[str]:
             try:
@@ -170,18 +175,26 @@ class AnalyticsService(ShopService):
         return {"id": "track", "accepted": len(statuses) - duplicates, "duplicates": duplicates,
                 "event_ids": [e["event_id"] for e in envelopes]}
 
-    @http("POST", "/track")
+    @http("POST", "/track", access="own", openapi=openapi.TRACK)
     def http_track(self, request):
+        # Authenticate before reading the body as JSON; count the request before
+        # validating it, so a flood of bad bodies is limited too (admission.py).
+        raw, settings, now = request.get_data(), self._shop_settings, utcnow()
         try:
-            body = json.loads(request.get_data(as_text=True) or "null")
-        except ValueError:
-            return _error(ValidationFailed.field("_schema", "The body is not valid JSON."))
-        try:
-            return json_response(self._track(body), 202)
-        except ValidationFailed as exc:
-            return _error(exc)
+            key = admission.authenticate(request.headers, raw, settings)
+            admission.limit_rate(self.store.db, key, settings, now)
+            try:
+                body = json.loads(raw.decode("utf-8") or "null")
+            except ValueError:
+                raise ValidationFailed.field("_schema", "The body is not valid JSON.") from None
+            guard.inspect(body)
+            return json_response(self._track(admission.identify(body, key, settings, now),
+                                             admit=lambda envelopes: admission.clamp(
+                                                 envelopes, key, settings, now)), 202)
+        except ShopError as exc:
+            return error_response(exc)
 
-    @http("GET", "/kpis")
+    @http("GET", "/kpis", openapi=openapi.KPIS)
     def http_kpis(self, request):
         try:
             return json_response(queries.get_kpis(
@@ -189,7 +202,7 @@ class AnalyticsService(ShopService):
         except ValidationFailed as exc:
             return _error(exc)
 
-    @http("GET", "/dashboard")
+    @http("GET", "/dashboard", openapi=openapi.DASHBOARD)
     def http_dashboard(self, request):
         try:
             payload = self._dashboard_data(request.args.to_dict())
@@ -197,18 +210,18 @@ class AnalyticsService(ShopService):
             return _error(exc)
         return Response(dashboard.render(payload), mimetype="text/html")
 
-    @http("GET", "/dashboard/data")
+    @http("GET", "/dashboard/data", openapi=openapi.DASHBOARD_DATA)
     def http_dashboard_data(self, request):
         try:
             return json_response(self._dashboard_data(request.args.to_dict()))
         except ValidationFailed as exc:
             return _error(exc)
 
-    @http("GET", "/dashboard.js")
+    @http("GET", "/dashboard.js", openapi=openapi.SCRIPT)
     def http_dashboard_js(self, request):
         return Response(dashboard.SCRIPT, mimetype="application/javascript")
 
-    @http("GET", "/dashboard/vendor/chart.umd.min.js")
+    @http("GET", "/dashboard/vendor/chart.umd.min.js", openapi=openapi.CHART_SCRIPT)
     def http_chart_js(self, request):
         return Response(dashboard.CHART_JS, mimetype="application/javascript",
                         headers={"Cache-Control": "public, max-age=86400"})

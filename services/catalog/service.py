@@ -19,6 +19,7 @@ from services.catalog.store import (
 from shared.clock import parse_iso, to_iso, utcnow
 from shared.config import env_float, env_int
 from shared.errors import ValidationFailed
+from shared.guard import Id, Int, Items, Page, PageSize, Payload, Text, When
 from shared.logs import get_logger
 from shared.rpc import rpc
 from shared.service import ShopService
@@ -63,7 +64,7 @@ class CatalogService(ShopService):
         return self._shop_settings.currency
 
     # Products ---------------------------------------------------------------
-    @rpc
+    @rpc(schema={"product": Payload()})
     def create_product(self, product):
         payload = load(schemas.NewProduct(), product)
         currency = domain.check_currency(payload["currency"], self.currency)
@@ -72,40 +73,40 @@ class CatalogService(ShopService):
         log.info("product_created", product_id=doc["_id"])
         return product_dict(doc)
 
-    @rpc
+    @rpc(schema={"product_id": Id()})
     def get_product(self, product_id):
         ref = load(schemas.ProductRef(), {"product_id": product_id})
         return product_dict(get_or_404(self.store.db, "products", ref["product_id"], "product_id"))
 
-    @rpc
+    @rpc(schema={"product_ids": Items(Id(), max=500)})
     def get_products(self, product_ids):
         """Several products at once (unknown ids are left out)."""
         if not isinstance(product_ids, list) or not all(isinstance(p, str) for p in product_ids):
             raise ValidationFailed.field("product_ids", "must be a list of ids")
         return [product_dict(d) for d in self.store.db.products.find({"_id": {"$in": product_ids}})]
 
-    @rpc
+    @rpc(schema={"product_id": Id(), "changes": Payload()})
     def update_product(self, product_id, changes):
         payload = load(schemas.UpdateProduct(), {"product_id": product_id, "changes": changes})
         with self.store.transaction() as tx:
             doc = commands.update_product(tx, payload["product_id"], payload["changes"], utcnow())
         return product_dict(doc)
 
-    @rpc
+    @rpc(schema={"product_id": Id()})
     def publish_product(self, product_id):
         ref = load(schemas.ProductRef(), {"product_id": product_id})
         with self.store.transaction() as tx:
             doc = commands.publish_product(tx, ref["product_id"], utcnow())
         return product_dict(doc)
 
-    @rpc
+    @rpc(schema={"product_id": Id()})
     def unpublish_product(self, product_id):
         ref = load(schemas.ProductRef(), {"product_id": product_id})
         with self.store.transaction() as tx:
             doc = commands.unpublish_product(tx, ref["product_id"], utcnow())
         return product_dict(doc)
 
-    @rpc
+    @rpc(schema={"product_id": Id(), "price": Int(0), "currency": Text(3), "changed_by": Text(200, min=0)})
     def set_price(self, product_id, price, currency=None, changed_by=None):
         change = load(schemas.SetPrice(), {"product_id": product_id, "price": price,
                                            "currency": currency, "changed_by": changed_by})
@@ -115,7 +116,7 @@ class CatalogService(ShopService):
                                      utcnow())
         return product_dict(doc)
 
-    @rpc
+    @rpc(schema={"product_id": Id()})
     def get_price_history(self, product_id):
         ref = load(schemas.ProductRef(), {"product_id": product_id})
         get_or_404(self.store.db, "products", ref["product_id"], "product_id")
@@ -123,7 +124,8 @@ class CatalogService(ShopService):
         return [{"at": to_iso(r["at"]), "old_price": r["old_price"],
                  "new_price": r["new_price"], "by": r.get("by")} for r in rows]
 
-    @rpc
+    @rpc(schema={"query": Text(200, min=0), "category": Text(100), "sort": Text(32),
+                 "page": Page(), "page_size": PageSize()})
     def search_products(self, query=None, category=None, sort="relevance", page=1, page_size=20):
         args = load(schemas.Search(), {"query": query, "category": category, "sort": sort,
                                        "page": page, "page_size": page_size})
@@ -137,7 +139,7 @@ class CatalogService(ShopService):
         return {"items": items, "total": total, "page": args["page"], "page_size": args["page_size"]}
 
     # Inventory ----------------------------------------------------------------
-    @rpc
+    @rpc(schema={"product_id": Id(), "delta": Int(-10**9, 10**9), "reason": Text(200)})
     def adjust_stock(self, product_id, delta, reason):
         change = load(schemas.AdjustStock(), {"product_id": product_id, "delta": delta, "reason": reason})
         with self.store.transaction() as tx:
@@ -146,12 +148,12 @@ class CatalogService(ShopService):
         _count_low([fired] if fired else [])
         return stock_dict(doc)
 
-    @rpc
+    @rpc(schema={"product_id": Id()})
     def get_stock(self, product_id):
         ref = load(schemas.ProductRef(), {"product_id": product_id})
         return stock_dict(get_or_404(self.store.db, "products", ref["product_id"], "product_id"))
 
-    @rpc
+    @rpc(schema={"product_id": Id(), "limit": Int(1, 1000)})
     def get_stock_ledger(self, product_id, limit=100):
         ref = load(schemas.ProductRef(), {"product_id": product_id})
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
@@ -160,13 +162,13 @@ class CatalogService(ShopService):
             [("at", -1), ("_id", -1)]).limit(limit)
         return [ledger_dict(r) for r in rows]
 
-    @rpc
+    @rpc(schema={"order_id": Id()})
     def get_reservation(self, order_id):
         if not isinstance(order_id, str) or not order_id:
             raise ValidationFailed.field("order_id", "must be a non-empty string")
         return reservation_dict(get_or_404(self.store.db, "reservations", order_id, "order_id"))
 
-    @rpc
+    @rpc(schema={"now": When()})
     def run_reservation_expiry(self, now=None):
         """Release reservations past their TTL whose order was never paid (the
         timer calls this; tests pass `now`). Returns how many were released."""
@@ -188,14 +190,14 @@ class CatalogService(ShopService):
         self.run_reservation_expiry()
 
     # Merchants ----------------------------------------------------------------
-    @rpc
+    @rpc(schema={"merchant": Payload()})
     def apply_merchant(self, merchant):
         payload = load(schemas.NewMerchant(), merchant)
         with self.store.transaction() as tx:
             doc = commands.apply_merchant(tx, payload, utcnow())
         return merchant_dict(doc)
 
-    @rpc
+    @rpc(schema={"merchant_id": Id()})
     def get_merchant(self, merchant_id):
         args = load(schemas.MerchantAction(), {"merchant_id": merchant_id})
         return merchant_dict(get_or_404(self.store.db, "merchants", args["merchant_id"], "merchant_id"))
@@ -206,19 +208,19 @@ class CatalogService(ShopService):
             doc = commands.change_merchant(tx, args["merchant_id"], action, args["reason"], utcnow())
         return merchant_dict(doc)
 
-    @rpc
+    @rpc(schema={"merchant_id": Id(), "reason": Text(500, min=0)})
     def approve_merchant(self, merchant_id, reason=None):
         return self._merchant_action(schemas.MerchantAction(), "approve", merchant_id, reason)
 
-    @rpc
+    @rpc(schema={"merchant_id": Id(), "reason": Text(500)})
     def reject_merchant(self, merchant_id, reason):
         return self._merchant_action(schemas.MerchantActionWithReason(), "reject", merchant_id, reason)
 
-    @rpc
+    @rpc(schema={"merchant_id": Id(), "reason": Text(500)})
     def suspend_merchant(self, merchant_id, reason):
         return self._merchant_action(schemas.MerchantActionWithReason(), "suspend", merchant_id, reason)
 
-    @rpc
+    @rpc(schema={"merchant_id": Id(), "kind": Text(64), "reason": Text(500), "amount": Int(0)})
     def penalize_merchant(self, merchant_id, kind, reason, amount=0):
         payload = load(schemas.Penalty(), {"merchant_id": merchant_id, "kind": kind, "reason": reason,
                                            "amount": amount})
@@ -227,7 +229,7 @@ class CatalogService(ShopService):
         return merchant_dict(doc)
 
     # Reviews ------------------------------------------------------------------
-    @rpc
+    @rpc(schema={"product_id": Id(), "member_id": Id(), "rating": Int(-100, 100), "text": Text(5000, min=0)})
     def add_review(self, product_id, member_id, rating, text=""):
         payload = load(schemas.NewReview(), {"product_id": product_id, "member_id": member_id,
                                              "rating": rating, "text": text})
@@ -236,7 +238,7 @@ class CatalogService(ShopService):
         m.REVIEWS.labels("added").inc()
         return review_dict(doc)
 
-    @rpc
+    @rpc(schema={"review_id": Id(), "status": Text(32), "note": Text(500, min=0)})
     def moderate_review(self, review_id, status, note=None):
         payload = load(schemas.Moderate(), {"review_id": review_id, "status": status, "note": note})
         with self.store.transaction() as tx:
@@ -245,7 +247,7 @@ class CatalogService(ShopService):
         m.REVIEWS.labels(payload["status"]).inc()
         return review_dict(doc)
 
-    @rpc
+    @rpc(schema={"product_id": Id(), "status": Text(32), "page": Page(), "page_size": PageSize()})
     def list_reviews(self, product_id=None, status="approved", page=1, page_size=20):
         args = load(schemas.ListReviews(), {"product_id": product_id, "status": status, "page": page,
                                             "page_size": page_size})

@@ -7,6 +7,7 @@ from services.fulfillment import app, schemas
 from services.fulfillment.config import SLA_CHECK_INTERVAL, Config
 from services.fulfillment.store import INDEXES
 from shared.clock import parse_iso, utcnow
+from shared.guard import Bool, Id, Objects, Page, PageSize, Payload, Text, When
 from shared.logs import get_logger
 from shared.rpc import rpc
 from shared.service import ShopService
@@ -23,57 +24,57 @@ class FulfillmentService(ShopService):
     config = Config()
 
     # --- warehouses ---------------------------------------------------------------------------
-    @rpc
+    @rpc(schema={"warehouse": Payload()})
     def create_warehouse(self, warehouse):
         return app.create_warehouse(self.store, warehouse, utcnow())
 
-    @rpc
+    @rpc(schema={"warehouse_id": Id(), "changes": Payload()})
     def update_warehouse(self, warehouse_id, changes):
         return app.update_warehouse(self.store, warehouse_id, changes, utcnow())
 
-    @rpc
+    @rpc(schema={"warehouse_id": Id()})
     def get_warehouse(self, warehouse_id):
         return app.get_warehouse(self.store, warehouse_id)
 
-    @rpc
+    @rpc(schema={"region": Text(100), "active": Bool(), "page": Page(), "page_size": PageSize()})
     def list_warehouses(self, region=None, active=None, page=1, page_size=20):
         return app.list_warehouses(self.store, region=region, active=active, page=page,
                                    page_size=page_size)
 
     # --- shipments ----------------------------------------------------------------------------
-    @rpc
+    @rpc(schema={"shipment_id": Id()})
     def get_shipment(self, shipment_id):
         return app.get_shipment(self.store, shipment_id)
 
-    @rpc
+    @rpc(schema={"order_id": Id()})
     def get_shipment_for_order(self, order_id):
         return app.get_shipment_for_order(self.store, order_id)
 
-    @rpc
+    @rpc(schema={"status": Text(32), "warehouse_id": Id(), "page": Page(), "page_size": PageSize()})
     def list_shipments(self, status=None, warehouse_id=None, page=1, page_size=20):
         return app.list_shipments(self.store, status=status, warehouse_id=warehouse_id,
                                   page=page, page_size=page_size)
 
-    @rpc
+    @rpc(schema={"shipment_id": Id(), "carrier": Text(100), "tracking_number": Text(100)})
     def dispatch_shipment(self, shipment_id, carrier=None, tracking_number=None):
         return app.dispatch_shipment(self.store, self.config, utcnow(), shipment_id=shipment_id,
                                      carrier=carrier, tracking_number=tracking_number)
 
-    @rpc
+    @rpc(schema={"shipment_id": Id(), "event": Payload()})
     def add_tracking_event(self, shipment_id, event):
         return app.add_tracking_event(self.store, utcnow(), shipment_id=shipment_id, event=event)
 
-    @rpc
+    @rpc(schema={"shipment_id": Id()})
     def confirm_delivery(self, shipment_id):
         return app.confirm_delivery(self.store, utcnow(), shipment_id=shipment_id)
 
-    @rpc
+    @rpc(schema={"page": Page(), "page_size": PageSize(), "include_dispatched": Bool()})
     def list_late_shipments(self, page=1, page_size=20, include_dispatched=False):
         return app.list_late_shipments(self.store, page=page, page_size=page_size,
                                        include_dispatched=include_dispatched)
 
     # --- SLA ----------------------------------------------------------------------------------
-    @rpc
+    @rpc(schema={"now": When()})
     def run_sla_check(self, now=None):
         """What the timer does, on demand; `now` (ISO) lets tests and operators
         choose the clock."""
@@ -91,33 +92,34 @@ class FulfillmentService(ShopService):
             log.info("sla_check", **result)
 
     # --- returns ------------------------------------------------------------------------------
-    @rpc
+    @rpc(schema={"return_id": Id(), "lines": Objects(max=200)})
     def receive_return(self, return_id, lines=None):
         return app.receive_return(self.store, utcnow(), return_id=return_id, lines=lines)
 
-    @rpc
+    @rpc(schema={"return_id": Id()})
     def get_return(self, return_id):
         return app.get_return(self.store, return_id)
 
     # --- tickets ------------------------------------------------------------------------------
-    @rpc
+    @rpc(schema={"member_id": Id(), "order_id": Id(), "category": Text(64), "message": Text(5000)})
     def open_ticket(self, member_id, order_id, category, message):
         return app.open_ticket(self.store, self.config, utcnow(), member_id=member_id,
                                order_id=order_id, category=category, message=message)
 
-    @rpc
+    @rpc(schema={"ticket_id": Id(), "message": Text(5000)})
     def reply_ticket(self, ticket_id, message):
         return app.reply_ticket(self.store, utcnow(), ticket_id=ticket_id, message=message)
 
-    @rpc
+    @rpc(schema={"ticket_id": Id(), "resolution": Text(5000)})
     def resolve_ticket(self, ticket_id, resolution):
         return app.resolve_ticket(self.store, utcnow(), ticket_id=ticket_id, resolution=resolution)
 
-    @rpc
+    @rpc(schema={"ticket_id": Id()})
     def get_ticket(self, ticket_id):
         return app.get_ticket(self.store, ticket_id)
 
-    @rpc
+    @rpc(schema={"status": Text(32), "member_id": Id(), "breached": Bool(),
+                 "page": Page(), "page_size": PageSize()})
     def list_tickets(self, status=None, member_id=None, breached=None, page=1, page_size=20):
         return app.list_tickets(self.store, status=status, member_id=member_id, breached=breached,
                                 page=page, page_size=page_size)

@@ -25,6 +25,7 @@ from services.marketing.config import Config, sweep_interval_from_env
 from services.marketing.store import INDEXES
 from shared.clock import parse_iso, utcnow
 from shared.errors import ValidationFailed
+from shared.guard import Id, Int, Objects, Payload, Text, When
 from shared.logs import get_logger
 from shared.rpc import RpcClient, rpc
 from shared.service import ShopService
@@ -53,7 +54,8 @@ class MarketingService(ShopService):
 
     # --- pricing ------------------------------------------------------------------------
 
-    @rpc
+    @rpc(schema={"member_id": Id(), "lines": Objects(max=200), "coupon_code": Id(), "tier": Text(64),
+                 "order_id": Id()})
     def price_cart(self, member_id, lines, coupon_code=None, tier=None, order_id=None):
         return carts.price_cart(self.store, self.config, utcnow(), member_id=member_id,
                                 lines=lines, coupon_code=coupon_code, tier=tier,
@@ -61,41 +63,41 @@ class MarketingService(ShopService):
 
     # --- promotions ---------------------------------------------------------------------
 
-    @rpc
+    @rpc(schema={"promotion": Payload()})
     def create_promotion(self, promotion):
         return promotions.create_promotion(self.store, promotion, utcnow())
 
-    @rpc
+    @rpc(schema={"promotion_id": Id()})
     def get_promotion(self, promotion_id):
         return promotions.get_promotion(self.store, promotion_id)
 
-    @rpc
+    @rpc(schema={"status": Text(32)})
     def list_promotions(self, status=None):
         return promotions.list_promotions(self.store, status)
 
-    @rpc
+    @rpc(schema={"promotion_id": Id(), "now": When()})
     def end_promotion(self, promotion_id, now=None):
         return promotions.end_promotion(self.store, promotion_id, _now(now))
 
     # --- coupons ------------------------------------------------------------------------
 
-    @rpc
+    @rpc(schema={"batch": Payload()})
     def create_coupons(self, batch):
         return coupons.create_coupons(self.store, batch, utcnow())
 
-    @rpc
+    @rpc(schema={"code": Id()})
     def get_coupon(self, code):
         return coupons.get_coupon(self.store, code)
 
-    @rpc
+    @rpc(schema={"code": Id(), "member_id": Id(), "subtotal": Int(0)})
     def validate_coupon(self, code, member_id, subtotal):
         return coupons.validate_coupon(self.store, code, member_id, subtotal, utcnow())
 
-    @rpc
+    @rpc(schema={"order_id": Id()})
     def get_coupon_reservation(self, order_id):
         return coupons.get_coupon_reservation(self.store, order_id)
 
-    @rpc
+    @rpc(schema={"now": When()})
     def run_expiry(self, now=None):
         """Release coupon reservations past their TTL and send campaign messages that are due.
         The timer calls it; tests call it with an explicit `now`."""
@@ -114,66 +116,66 @@ class MarketingService(ShopService):
 
     # --- campaigns ----------------------------------------------------------------------
 
-    @rpc
+    @rpc(schema={"campaign": Payload()})
     def create_campaign(self, campaign):
         return campaigns.create_campaign(self.store, self.config, campaign, utcnow())
 
-    @rpc
+    @rpc(schema={"campaign_id": Id()})
     def get_campaign(self, campaign_id):
         return campaigns.get_campaign(self.store, campaign_id)
 
-    @rpc
+    @rpc(schema={"campaign_id": Id(), "now": When()})
     def launch_campaign(self, campaign_id, now=None):
         return campaigns.launch_campaign(self.store, self.config, self.channels, self.member,
                                          campaign_id, _now(now))
 
-    @rpc
+    @rpc(schema={"member_id": Id(), "campaign_id": Id(), "kind": Text(32)})
     def list_messages(self, member_id=None, campaign_id=None, kind=None):
         return notifications.list_messages(self.store, member_id, campaign_id, kind)
 
-    @rpc
+    @rpc(schema={"member_id": Id(), "channel": Text(32)})
     def unsubscribe(self, member_id, channel):
         return campaigns.unsubscribe(self.store, self.member, member_id, channel, utcnow)
 
     # --- attribution --------------------------------------------------------------------
 
-    @rpc
+    @rpc(schema={"code": Payload()})
     def create_referral_code(self, code):
         return attribution.create_referral_code(self.store, code, utcnow())
 
-    @rpc
+    @rpc(schema={"code": Id()})
     def get_referral_code(self, code):
         return attribution.get_referral_code(self.store, code)
 
-    @rpc
+    @rpc(schema={"spend": Payload()})
     def record_ad_spend(self, spend):
         return attribution.record_ad_spend(self.store, self.config, spend, utcnow())
 
     # --- experiments --------------------------------------------------------------------
 
-    @rpc
+    @rpc(schema={"experiment": Payload()})
     def create_experiment(self, experiment):
         return experiments.create_experiment(self.store, experiment, utcnow())
 
-    @rpc
+    @rpc(schema={"experiment_key": Id()})
     def get_experiment(self, experiment_key):
         return experiments.get_experiment(self.store, experiment_key)
 
-    @rpc
+    @rpc(schema={"experiment_key": Id(), "subject_id": Id()})
     def assign_variant(self, experiment_key, subject_id):
         return experiments.assign_variant(self.store, experiment_key, subject_id, utcnow())
 
-    @rpc
+    @rpc(schema={"experiment_key": Id()})
     def stop_experiment(self, experiment_key):
         return experiments.stop_experiment(self.store, experiment_key, utcnow())
 
-    @rpc
+    @rpc(schema={"experiment_key": Id(), "winner": Text(200)})
     def conclude_experiment(self, experiment_key, winner):
         return experiments.conclude_experiment(self.store, experiment_key, winner, utcnow())
 
     # --- recommendations ------------------------------------------------------------------
 
-    @rpc
+    @rpc(schema={"member_id": Id(), "limit": Int(1, 100)})
     def recommend_products(self, member_id, limit=10):
         return recommendations.recommend_products(self.store, member_id, limit)
 

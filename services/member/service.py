@@ -13,6 +13,7 @@ from services.member.config import Config
 from shared.clock import parse_iso, utcnow
 from shared.config import env_float
 from shared.errors import Conflict
+from shared.guard import Bool, Id, Int, Items, Page, PageSize, Payload, Text, When
 from shared.ids import new_id
 from shared.logs import get_logger
 from shared.retry import is_transient
@@ -39,7 +40,7 @@ class MemberService(ShopService):
 
     # ------------------------------------------------------------------ profile
 
-    @rpc
+    @rpc(schema={"member": Payload()})
     def register_member(self, member):
         data = load(schemas.Register(), member)
         email_norm = domain.normalise_email(data["email"])
@@ -61,7 +62,7 @@ class MemberService(ShopService):
         log.info("member_registered", member_id=doc["_id"])
         return st.member_view(doc, self.config, now, 0)
 
-    @rpc
+    @rpc(schema={"member_id": Id(), "now": When()})
     def get_member(self, member_id, now=None):
         data = load(schemas.MemberRef(), {"member_id": member_id, "now": now})
         at = _now(data["now"])
@@ -69,7 +70,7 @@ class MemberService(ShopService):
         orders = st.window_orders(self.store.db, doc["_id"], at, self.config)
         return st.member_view(doc, self.config, at, domain.window_spend(orders, at, self.config.tiers.window))
 
-    @rpc
+    @rpc(schema={"member_id": Id(), "changes": Payload()})
     def update_profile(self, member_id, changes):
         data = load(schemas.UpdateProfile(), {"member_id": member_id, "changes": changes})
         changes = dict(data["changes"])
@@ -91,7 +92,7 @@ class MemberService(ShopService):
         log.info("member_profile_updated", member_id=data["member_id"], fields=sorted(data["changes"]))
         return self.get_member(data["member_id"])
 
-    @rpc
+    @rpc(schema={"member_id": Id()})
     def erase_member(self, member_id):
         data = load(schemas.MemberRef(), {"member_id": member_id})
         now = utcnow()
@@ -110,7 +111,7 @@ class MemberService(ShopService):
 
     # ------------------------------------------------------------------ consent
 
-    @rpc
+    @rpc(schema={"member_id": Id(), "channel": Text(32), "granted": Bool()})
     def update_consent(self, member_id, channel, granted):
         data = load(schemas.UpdateConsent(), {"member_id": member_id, "channel": channel, "granted": granted})
         member_id, channel, granted = data["member_id"], data["channel"], data["granted"]
@@ -134,7 +135,7 @@ class MemberService(ShopService):
                 "changed": changed, "at": st._iso(now if changed else current["at"]),
                 "version": after["version"] if changed else doc.get("version", 0)}
 
-    @rpc
+    @rpc(schema={"member_id": Id()})
     def get_consent(self, member_id):
         data = load(schemas.MemberRef(), {"member_id": member_id})
         doc = st.get_member_doc(self.store.db, data["member_id"])
@@ -143,14 +144,14 @@ class MemberService(ShopService):
                             for ch, c in doc["consent"].items()},
                 "history": st.consent_history(self.store.db, doc["_id"])}
 
-    @rpc
+    @rpc(schema={"channel": Text(32), "member_ids": Items(Id()), "page": Page(), "page_size": PageSize()})
     def list_contactable(self, channel, member_ids=None, page=1, page_size=100):
         data = load(schemas.ListContactable(), {"channel": channel, "member_ids": member_ids,
                                                 "page": page, "page_size": page_size})
         return st.list_contactable(self.store.db, data["channel"], data["member_ids"], data["page"],
                                    data["page_size"])
 
-    @rpc
+    @rpc(schema={"member_id": Id(), "channel": Text(32)})
     def get_contact(self, member_id, channel):
         data = load(schemas.ContactRef(), {"member_id": member_id, "channel": channel})
         doc = st.live_member_doc(self.store.db, data["member_id"])
@@ -163,12 +164,12 @@ class MemberService(ShopService):
 
     # ------------------------------------------------------------------ points
 
-    @rpc
+    @rpc(schema={"member_id": Id(), "limit": Int(1, 1000)})
     def get_points(self, member_id, limit=20):
         data = load(schemas.GetPoints(), {"member_id": member_id, "limit": limit})
         return st.points_view(self.store.db, data["member_id"], data["limit"], utcnow())
 
-    @rpc
+    @rpc(schema={"member_id": Id(), "points": Int(), "reason": Text(200), "request_id": Id()})
     def redeem_points(self, member_id, points, reason, request_id=None):
         data = load(schemas.RedeemPoints(), {"member_id": member_id, "points": points, "reason": reason,
                                              "request_id": request_id})
@@ -190,19 +191,19 @@ class MemberService(ShopService):
 
     # ------------------------------------------------------------------ tiers and segments
 
-    @rpc
+    @rpc(schema={"member_id": Id(), "now": When()})
     def get_segment(self, member_id, now=None):
         data = load(schemas.MemberRef(), {"member_id": member_id, "now": now})
         doc = st.get_member_doc(self.store.db, data["member_id"])
         return {**st.segment_entry(doc, _now(data["now"]), self.config), "erased": bool(doc.get("erased"))}
 
-    @rpc
+    @rpc(schema={"name": Text(64), "page": Page(), "page_size": PageSize(), "now": When()})
     def list_segment(self, name, page=1, page_size=50, now=None):
         data = load(schemas.ListSegment(), {"name": name, "page": page, "page_size": page_size, "now": now})
         return st.list_segment(self.store.db, data["name"], data["page"], data["page_size"],
                                _now(data["now"]), self.config)
 
-    @rpc
+    @rpc(schema={})
     def get_tiers(self):
         """The tier ladder and its benefits (for marketing's pricing and for display)."""
         return {"window_days": self.config.tiers.window.days,
@@ -211,12 +212,12 @@ class MemberService(ShopService):
 
     # ------------------------------------------------------------------ maintenance
 
-    @rpc
+    @rpc(schema={"now": When()})
     def run_expiry(self, now=None):
         data = load(schemas.RunAt(), {"now": now})
         return self._expire(_now(data["now"]))
 
-    @rpc
+    @rpc(schema={"now": When()})
     def run_tier_review(self, now=None):
         data = load(schemas.RunAt(), {"now": now})
         return self._review(_now(data["now"]))

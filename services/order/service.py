@@ -18,6 +18,7 @@ from services.order.settings import (
 from services.order.store import INDEXES
 from services.order.workflow import OrderWorkflow
 from shared.clock import utcnow
+from shared.guard import Id, Objects, Page, PageSize, Payload, Text, When
 from shared.logs import get_logger
 from shared.readmodel import version_of
 from shared.rpc import RpcClient, rpc
@@ -49,12 +50,14 @@ class OrderService(ShopService):
         return load(schemas.Now(), {"now": now})["now"] or utcnow()
 
     # -- RPC --------------------------------------------------------------------------
-    @rpc
+    @rpc(schema={"member_id": Id(), "lines": Objects(max=200), "coupon_code": Id()})
     def quote(self, member_id, lines, coupon_code=None):
         return self._flow().quote({"member_id": member_id, "lines": lines, "coupon_code": coupon_code},
                                   utcnow())
 
-    @rpc
+    @rpc(schema={"member_id": Id(), "lines": Objects(max=200), "shipping_address": Payload(),
+                 "payment": Payload(), "coupon_code": Id(), "idempotency_key": Id(),
+                 "attribution": Payload()})
     def place_order(self, member_id, lines, shipping_address, payment, coupon_code=None,
                     idempotency_key=None, attribution=None):
         return self._flow().place_order(
@@ -62,35 +65,36 @@ class OrderService(ShopService):
              "payment": payment, "coupon_code": coupon_code, "idempotency_key": idempotency_key,
              "attribution": attribution}, utcnow())
 
-    @rpc
+    @rpc(schema={"order_id": Id()})
     def get_order(self, order_id):
         return self._flow().get_order(order_id)
 
-    @rpc
+    @rpc(schema={"member_id": Id(), "status": Text(32), "since": When(), "until": When(), "page": Page(),
+                 "page_size": PageSize()})
     def list_orders(self, member_id=None, status=None, since=None, until=None, page=1, page_size=20):
         return self._flow().list_orders({"member_id": member_id, "status": status, "since": since,
                                          "until": until, "page": page, "page_size": page_size})
 
-    @rpc
+    @rpc(schema={"order_id": Id(), "reason": Text(200)})
     def cancel_order(self, order_id, reason):
         return self._flow().cancel_order({"order_id": order_id, "reason": reason}, utcnow())
 
-    @rpc
+    @rpc(schema={"order_id": Id(), "lines": Objects(max=200), "reason": Text(200)})
     def request_return(self, order_id, lines, reason):
         return self._flow().request_return({"order_id": order_id, "lines": lines, "reason": reason},
                                            utcnow())
 
-    @rpc
+    @rpc(schema={"now": When()})
     def run_expiry(self, now=None):
         """Cancel (reason `expired`) orders still pending/confirmed after ORDER_EXPIRY_SECONDS."""
         return {"expired": self._flow().run_expiry(self._now(now))}
 
-    @rpc
+    @rpc(schema={"now": When()})
     def run_payment_retries(self, now=None):
         """Attempt every capture due at `now`; returns the count per outcome."""
         return self._flow().run_payment_retries(self._now(now))
 
-    @rpc
+    @rpc(schema={"now": When()})
     def run_refunds(self, now=None):
         """Pay back every refund still pending at `now` (a crash left it, or the provider failed)."""
         return {"refunded": self._flow().run_refunds(self._now(now))}

@@ -13,6 +13,7 @@ from pymongo.errors import AutoReconnect
 
 from shared.context import get_correlation_id
 from shared.errors import NotFound, ValidationFailed
+from shared.guard import Id, Int, Text
 from shared.http import http, json_response
 from shared.logs import get_logger
 from shared.rpc import RpcClient, rpc
@@ -35,7 +36,7 @@ class ExampleInventory(ShopService):
     store = Store(indexes={"stock": [IndexModel([("updated_at", ASCENDING)])]})
     analytics = RpcClient("analytics", timeout=1.5)
 
-    @rpc
+    @rpc(schema={"product_id": Id(), "delta": Int(), "reason": Text(200)})
     def adjust_stock(self, product_id, delta, reason):
         change = load(AdjustStock(), {"product_id": product_id, "delta": delta, "reason": reason})
         with self.store.transaction() as tx:
@@ -55,7 +56,7 @@ class ExampleInventory(ShopService):
         log.info("stock_adjusted", product_id=change["product_id"], on_hand=on_hand)
         return {"id": change["product_id"], "on_hand": on_hand, "reserved": doc["reserved"]}
 
-    @rpc
+    @rpc(schema={"product_id": Id()})
     def get_stock(self, product_id):
         doc = self.store.db.stock.find_one({"_id": product_id})
         if doc is None:
@@ -66,7 +67,7 @@ class ExampleInventory(ShopService):
     def http_stock(self, request, product_id):
         return json_response(self.get_stock(product_id))
 
-    @rpc
+    @rpc(schema={})
     def ask_analytics(self):
         return self.analytics.echo_correlation()
 
@@ -130,7 +131,7 @@ class ExampleAnalytics(ShopService):
                                    "correlation_id": get_correlation_id()}, session=tx.session)
         log.info("stock_adjusted_seen", product_id=envelope["data"]["product_id"])
 
-    @rpc
+    @rpc(schema={})
     def echo_correlation(self):
         log.info("echo_called")
         return get_correlation_id()

@@ -55,7 +55,11 @@ def local_environment(docs, service: str, amqp_uri: str, mongo_uri: str, port: i
     # Stand-ins for the operator-generated Secrets.
     secrets = {(f"shop-{service}-user-credentials", "username"): local.username or "guest",
                (f"shop-{service}-user-credentials", "password"): local.password or "guest",
-               (f"shop-{service}-mongo-uri", "connectionString.standard"): mongo_uri}
+               (f"shop-{service}-mongo-uri", "connectionString.standard"): mongo_uri,
+               ("shop-http-token", "token"): "local-probe-token",
+               ("shop-tracking-keys", "track-keys"): "probe:local-probe-secret",
+               ("shop-tracking-keys", "server-keys"): "probe",
+               ("shop-tracking-keys", "session-secret"): "local-probe-session"}
     main = next(c for c in spec["containers"] if c["name"] == service)
     envs = {}
     for container in [main, *spec.get("initContainers", [])]:

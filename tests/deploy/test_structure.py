@@ -159,8 +159,13 @@ def test_every_referenced_configmap_and_secret_exists(rendered, overlay):
 
 
 def test_external_secret_list_is_exactly_what_is_needed(rendered):
-    needed = {u["passwordSecretRef"]["name"] for m in of_kind(rendered["prod"], "MongoDBCommunity")
+    docs = rendered["prod"]
+    needed = {u["passwordSecretRef"]["name"] for m in of_kind(docs, "MongoDBCommunity")
               for u in m["spec"]["users"]}
+    # ...and every Secret a pod reads that no operator produces (the HTTP and tracking keys).
+    needed |= {env["valueFrom"]["secretKeyRef"]["name"] for _, spec in pod_specs(docs)
+               for c in spec["containers"] + spec.get("initContainers", []) for env in c.get("env", [])
+               if "secretKeyRef" in env.get("valueFrom", {})} - produced_secrets(docs)
     assert external_secrets() == needed
 
 

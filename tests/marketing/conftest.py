@@ -9,6 +9,7 @@ import pytest  # noqa: E402
 from pymongo import ReturnDocument  # noqa: E402
 
 from shared.errors import ValidationFailed  # noqa: E402
+from shared.guard import Bool, Id, Page, Payload, Text
 from shared.rpc import rpc  # noqa: E402
 from shared.service import ShopService  # noqa: E402
 from shared.store import Store  # noqa: E402
@@ -22,7 +23,7 @@ class FakeMember(ShopService):
     SEGMENTS: dict[str, list[str]] = {}
     PAGE_SIZE = 2
 
-    @rpc
+    @rpc(schema={"name": Text(64), "page": Page()})
     def list_segment(self, name, page=1):
         if name not in self.SEGMENTS:
             raise ValidationFailed.field("name", "unknown segment")
@@ -31,14 +32,14 @@ class FakeMember(ShopService):
         return {"segment": name, "page": page, "page_size": self.PAGE_SIZE, "total": len(ids),
                 "items": [{"id": m, "member_id": m} for m in ids[start:start + self.PAGE_SIZE]]}
 
-    @rpc
+    @rpc(schema={"member_id": Id(), "channel": Text(32), "granted": Bool()})
     def update_consent(self, member_id, channel, granted):
         envelope = self.emit("member_consent_changed", {"member_id": member_id, "channel": channel,
                                                         "granted": granted})
         return {"member_id": member_id, "channel": channel, "granted": granted,
                 "version": envelope["data"]["version"]}
 
-    @rpc
+    @rpc(schema={"event_type": Id(), "data": Payload()})
     def emit(self, event_type, data):
         """Publish a member event; like the real owner, each one moves the member's version
         by one (unless the test gives the version itself)."""
@@ -58,7 +59,7 @@ class FakeOrder(ShopService):
     name = "order"
     store = Store()
 
-    @rpc
+    @rpc(schema={"event_type": Id(), "data": Payload()})
     def emit(self, event_type, data):
         with self.store.transaction() as tx:
             envelope = tx.emit(event_type, data)

@@ -7,6 +7,7 @@ from nameko.amqp.publish import Publisher
 from pymongo import IndexModel, ReturnDocument
 
 from shared.errors import NotFound, ValidationFailed
+from shared.guard import Bool, Id, Objects, Payload, Text
 from shared.outbox import build_envelope
 from shared.rpc import rpc
 from shared.service import ShopService
@@ -24,7 +25,7 @@ class FakeCatalog(ShopService):
     name = "catalog"
     store = Store(indexes={"products": [IndexModel("sku")]})
 
-    @rpc
+    @rpc(schema={"product": Payload(), "published": Bool(), "announce": Bool()})
     def add_product(self, product, published=True, announce=True):
         """Created (version 1) and, if `published`, published (version 2), like catalog."""
         listing = {"product_id": product["id"], "sku": product["id"], "title": "t",
@@ -41,7 +42,7 @@ class FakeCatalog(ShopService):
                     tx.emit("product_published", {**listing, "status": "published", "version": 2})
         return {"id": product["id"]}
 
-    @rpc
+    @rpc(schema={"product_id": Id(), "changes": Payload()})
     def set_product(self, product_id, changes):
         """Change the product here without an event (as if the event were still on its way);
         its version moves like catalog's. Returns the new version."""
@@ -50,7 +51,8 @@ class FakeCatalog(ShopService):
             return_document=ReturnDocument.AFTER)
         return doc["version"]
 
-    @rpc
+
+    @rpc(schema={"product_id": Id()})
     def get_product(self, product_id):
         doc = self.store.db.products.find_one({"_id": product_id})
         if doc is None:
@@ -58,7 +60,7 @@ class FakeCatalog(ShopService):
         return {"id": doc["_id"], "category": doc["category"], "price": doc["price"],
                 "currency": "CNY", "status": doc["status"], "version": doc["version"]}
 
-    @rpc
+    @rpc(schema={"order_id": Id()})
     def reservation_of(self, order_id):
         doc = self.store.db.reservations.find_one({"_id": order_id})
         return doc and {"state": doc["state"]}
@@ -96,7 +98,7 @@ class FakeMember(ShopService):
     name = "member"
     tiers: dict = {}
 
-    @rpc
+    @rpc(schema={"member_id": Id()})
     def get_member(self, member_id):
         if member_id not in self.tiers:
             raise NotFound("no member", {"member_id": member_id})
@@ -110,7 +112,8 @@ class FakeMarketing(ShopService):
     name = "marketing"
     store = Store()
 
-    @rpc
+    @rpc(schema={"member_id": Id(), "lines": Objects(), "coupon_code": Id(), "tier": Text(64),
+                 "order_id": Id()})
     def price_cart(self, member_id, lines, coupon_code=None, tier=None, order_id=None):
         if coupon_code not in (None, "SAVE10", "FREESHIP"):
             raise ValidationFailed.field("coupon_code", "coupon does not exist or has expired")
@@ -138,7 +141,7 @@ class FakeMarketing(ShopService):
                                          upsert=True, session=tx.session)
         return answer
 
-    @rpc
+    @rpc(schema={"order_id": Id()})
     def coupon_of(self, order_id):
         doc = self.store.db.coupons.find_one({"_id": order_id})
         return doc and {"state": doc["state"], "code": doc["code"]}

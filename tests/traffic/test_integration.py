@@ -1,14 +1,20 @@
 """Seed plus a tiny bounded traffic run against all six services in-process."""
+import secrets
+
 import pytest
 
 from shared.seed import seed
 from shared.traffic import run_traffic
 from tests.support.suite import InProcessSuite
 
+# The generator signs POST /track as a server-side caller, with a key made for this run.
+TRACK_KEY = ("traffic-test", secrets.token_urlsafe(24))
+
 
 @pytest.fixture(scope="module")
 def suite(mongo_uri, amqp_uri):
-    running = InProcessSuite(mongo_uri, amqp_uri).start()
+    running = InProcessSuite(mongo_uri, amqp_uri, extra={"analytics": {
+        "track_keys": ":".join(TRACK_KEY), "track_server_keys": TRACK_KEY[0]}}).start()
     yield running
     running.stop()
 
@@ -21,7 +27,7 @@ def test_seed_then_bounded_traffic_places_and_completes_orders(suite, amqp_uri):
     snapshots = []
     stats = run_traffic(rate=6, duration=6, workers=3, seed_data=data, progress=snapshots.append,
                         amqp_uri=amqp_uri, analytics_url=suite.http("analytics"), ops_grace=40,
-                        rng_seed=11, progress_interval=0.2)
+                        rng_seed=11, progress_interval=0.2, track_key=TRACK_KEY)
 
     assert stats["sessions"] > 0 and stats["track_events"] > 0
     assert stats["orders_placed"] > 0, stats

@@ -10,7 +10,7 @@ from services.analytics import store
 from services.analytics.service import AnalyticsService
 from shared.errors import ValidationFailed
 from shared.testing import store_of, wait_for
-from tests.analytics.conftest import envelope
+from tests.analytics.conftest import TRACK_SETTINGS, envelope, post_track
 from tests.analytics.integration import history
 
 EVENT = {"event_type": "session_started", "event_id": "trk-dup-1", "session_id": "sx",
@@ -18,19 +18,19 @@ EVENT = {"event_type": "session_started", "event_id": "trk-dup-1", "session_id":
 
 
 def test_track_rejects_bad_input_naming_the_field_and_ignores_duplicates(start_service, settings_for):
-    settings = settings_for("analytics", extra={"track_max_batch": 3})
+    settings = settings_for("analytics", extra={"track_max_batch": 3, **TRACK_SETTINGS})
     container = start_service(AnalyticsService, settings=settings)
     url = f"http://127.0.0.1:{settings.http_port}/track"
     db = store_of(container)
-    bad = requests.post(url, json={"events": [EVENT, {**EVENT, "session_id": ""}]}, timeout=15)
+    bad = post_track(url, {"events": [EVENT, {**EVENT, "session_id": ""}]})
     assert bad.status_code == 400 and "events.1.session_id" in bad.json()["details"]["fields"]
-    too_many = requests.post(url, json=[EVENT] * 4, timeout=15)
+    too_many = post_track(url, [EVENT] * 4)
     assert too_many.status_code == 400 and "events" in too_many.json()["details"]["fields"]
-    junk = requests.post(url, data="{not json", timeout=15)
+    junk = post_track(url, data=b"{not json")
     assert junk.status_code == 400
     assert db.raw.count_documents({}) == 0  # nothing written by bad input
-    first = requests.post(url, json=EVENT, timeout=15).json()
-    again = requests.post(url, json=EVENT, timeout=15).json()
+    first = post_track(url, EVENT).json()
+    again = post_track(url, EVENT).json()
     assert (first["accepted"], again["accepted"], again["duplicates"]) == (1, 0, 1)
     assert db.raw.count_documents({}) == 1 and db.sessions.count_documents({}) == 1
     bad_range = requests.get(f"http://127.0.0.1:{settings.http_port}/kpis",
@@ -62,10 +62,10 @@ def test_unknown_event_types_are_kept_and_counted(start_service, rpc):
 
 
 def test_member_erased_strips_personal_data_from_the_raw_store(start_service, settings_for, rpc, publish):
-    settings = settings_for("analytics")
+    settings = settings_for("analytics", extra=TRACK_SETTINGS)
     container = start_service(AnalyticsService, settings=settings)
     db = store_of(container)
-    requests.post(f"http://127.0.0.1:{settings.http_port}/track", json=EVENT, timeout=15)
+    post_track(f"http://127.0.0.1:{settings.http_port}/track", EVENT)
     registered = envelope("member", "member_registered", {
         "member_id": "mx", "region": "Shanghai", "gender": "female", "birth_year": 1990,
         "interests": ["running"], "tier": "bronze"}, history.at(0))
@@ -78,9 +78,8 @@ def test_member_erased_strips_personal_data_from_the_raw_store(start_service, se
     member = db.raw.find_one({"_id": registered["event_id"]})["data"]
     assert member == {"member_id": "mx", "tier": "bronze"}
     # a late event of the erased member is stripped on arrival
-    requests.post(f"http://127.0.0.1:{settings.http_port}/track",
-                  json={**EVENT, "event_id": "trk-late", "event_type": "page_viewed", "path": "/me"},
-                  timeout=15)
+    post_track(f"http://127.0.0.1:{settings.http_port}/track",
+               {**EVENT, "event_id": "trk-late", "event_type": "page_viewed", "path": "/me"})
     assert "path" not in db.raw.find_one({"_id": "trk-late"})["data"]
     # KPIs still count the member's activity by id
     kpis = rpc.analytics.get_kpis("2026-11-21T00:00:00Z", "2026-11-22T00:00:00Z")

@@ -14,7 +14,7 @@ import requests
 from services.analytics.service import AnalyticsService
 from shared import devstack
 from shared.testing import store_of, wait_for
-from tests.analytics.conftest import envelope
+from tests.analytics.conftest import TRACK_SETTINGS, envelope, post_track
 from tests.analytics.integration import history
 
 FULL = (datetime(2026, 11, 20, tzinfo=timezone.utc), datetime(2026, 11, 25, tzinfo=timezone.utc))
@@ -27,7 +27,7 @@ def iso(moment):
 
 
 def start(start_service, settings_for, replicas=1):
-    settings = settings_for("analytics", extra={"experiment_min_exposures": 1})
+    settings = settings_for("analytics", extra={"experiment_min_exposures": 1, **TRACK_SETTINGS})
     containers = [start_service(AnalyticsService, settings=settings)]
     for _ in range(replicas - 1):
         containers.append(start_service(AnalyticsService, settings=dataclasses.replace(
@@ -44,8 +44,7 @@ def feed(settings_list, containers, publish):
     ports = [c.config["SHOP_SETTINGS"].http_port for c in containers]
     for i in range(0, len(sent_track), 5):
         port = ports[(i // 5) % len(ports)]
-        reply = requests.post(f"http://127.0.0.1:{port}/track", json={"events": sent_track[i:i + 5]},
-                              timeout=15)
+        reply = post_track(f"http://127.0.0.1:{port}/track", {"events": sent_track[i:i + 5]})
         assert reply.status_code == 202, reply.text
     db = store_of(containers[0])
     expected = len(broker) + len(track) + 1
