@@ -14,13 +14,13 @@ from nameko.web.handlers import HttpRequestHandler
 from shared import context, logs, metrics
 from shared.config import settings_of
 from shared.errors import ShopError
-from shared.subscriptions import DUPLICATE, BatchHandlerEntrypoint, EventHandlerEntrypoint
+from shared.subscriptions import DUPLICATE, RoutedEntrypoint
 
 log = logs.get_logger("shop.entrypoint")
 
 
 def entrypoint_kind(entrypoint) -> str:
-    if isinstance(entrypoint, (EventHandlerEntrypoint, BatchHandlerEntrypoint)):
+    if isinstance(entrypoint, RoutedEntrypoint):
         return "event"
     if isinstance(entrypoint, NamekoRpc):
         return "rpc"

@@ -333,14 +333,10 @@ def _queue_exists(connection, queue: str) -> bool:
             pass
 
 
-class EventHandlerEntrypoint(Entrypoint, HeaderDecoder):
-    router = EventRouter()
+class RoutedEntrypoint(Entrypoint, HeaderDecoder):
+    """An entrypoint fed by the service's EventRouter."""
 
-    def __init__(self, source: str, event_type: str, steps: bool = False, **kwargs):
-        self.source = source
-        self.event_type = event_type
-        self.multi_step = steps
-        super().__init__(**kwargs)
+    router = EventRouter()
 
     def setup(self):
         self.router.register_provider(self)
@@ -348,12 +344,25 @@ class EventHandlerEntrypoint(Entrypoint, HeaderDecoder):
     def stop(self):
         self.router.unregister_provider(self)
 
-    def handle_event(self, envelope: dict, message) -> None:
+    def context_of(self, envelope: dict, message) -> dict:
+        """nameko's context headers, with the envelope's correlation id."""
         context_data = self.unpack_message_headers(message)
         if envelope.get("correlation_id"):
             context_data["correlation_id"] = envelope["correlation_id"]
+        return context_data
+
+
+class EventHandlerEntrypoint(RoutedEntrypoint):
+    def __init__(self, source: str, event_type: str, steps: bool = False, **kwargs):
+        self.source = source
+        self.event_type = event_type
+        self.multi_step = steps
+        super().__init__(**kwargs)
+
+    def handle_event(self, envelope: dict, message) -> None:
         try:
-            self.container.spawn_worker(self, (envelope,), {}, context_data=context_data,
+            self.container.spawn_worker(self, (envelope,), {},
+                                        context_data=self.context_of(envelope, message),
                                         handle_result=partial(self.handle_result, message))
         except ContainerBeingKilled:
             self.router.queue_consumer.requeue_message(message)
@@ -372,31 +381,21 @@ class EventHandlerEntrypoint(Entrypoint, HeaderDecoder):
         return result, exc_info
 
 
-class BatchHandlerEntrypoint(Entrypoint, HeaderDecoder):
+class BatchHandlerEntrypoint(RoutedEntrypoint):
     """Takes up to `max_size` received messages at once (waiting at most
     `max_wait` seconds for a batch to fill) in one worker. A batch that fails
     is split: each of its messages runs alone, so only a poison message is
     counted as failing."""
-
-    router = EventRouter()
 
     def __init__(self, max_size: int = 500, max_wait: float = 0.05, **kwargs):
         self.max_size = max_size
         self.max_wait = max_wait
         super().__init__(**kwargs)
 
-    def setup(self):
-        self.router.register_provider(self)
-
-    def stop(self):
-        self.router.unregister_provider(self)
-
     def handle_batch(self, items: list) -> None:
         envelopes = [body for body, _ in items]
         messages = [message for _, message in items]
-        context_data = self.unpack_message_headers(messages[0])
-        if envelopes[0].get("correlation_id"):
-            context_data["correlation_id"] = envelopes[0]["correlation_id"]
+        context_data = self.context_of(envelopes[0], messages[0])
         try:
             self.container.spawn_worker(self, (envelopes,), {}, context_data=context_data,
                                         handle_result=partial(self.handle_result, items))
