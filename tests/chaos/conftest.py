@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from tests.chaos.harness import Infra, Shop, kpis, log, seed
+from tests.chaos.harness import REPORTS, Infra, Report, Shop, kpis, log, seed
 
 
 def pytest_addoption(parser):
@@ -29,6 +29,13 @@ def runslow(config) -> bool:
     except ValueError:
         pass
     return os.environ.get("RUNSLOW", "") not in ("", "0")
+
+
+def pytest_terminal_summary(terminalreporter):
+    # one table of every reconciliation of the session: accepted, completed, lost, duplicated
+    if REPORTS:
+        terminalreporter.section("crash-test ledger")
+        terminalreporter.write_line(Report.table(REPORTS))
 
 
 def pytest_collection_modifyitems(config, items):
