@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from tests.chaos.harness import REPORTS, Infra, Report, Shop, kpis, log, seed
+from tests.chaos.harness import Infra, Shop, kpis, log, seed, write_summary
 
 
 def pytest_addoption(parser):
@@ -33,9 +33,7 @@ def runslow(config) -> bool:
 
 def pytest_terminal_summary(terminalreporter):
     # one table of every reconciliation of the session: accepted, completed, lost, duplicated
-    if REPORTS:
-        terminalreporter.section("crash-test ledger")
-        terminalreporter.write_line(Report.table(REPORTS))
+    write_summary(terminalreporter)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -52,6 +52,7 @@ from tests.chaos.reconcile import (  # noqa: F401  (the harness's public surface
     orders_of,
     reconcile,
     snapshot,
+    write_summary,
 )
 from tests.support.suite import ROOT, SERVICES, ProcessSuite
 
@@ -148,6 +149,26 @@ class Infra:
             member.kill() if kill else member.stop()
         time.sleep(down_seconds)
         self.mongo.start()
+
+    def busiest_queue(self) -> str:
+        """The event queue holding the most messages now (analytics, which consumes
+        every event, when they are all empty)."""
+        queues = {name: info for name, info in self.rabbit.queue_members(self.vhost or "/").items()
+                  if name.startswith("evt--") and not name.endswith(".dlq")}
+        return max(queues, key=lambda name: (queues[name]["messages"], name == "evt--analytics"))
+
+    def kill_queue_leader(self, queue: str) -> devstack.PrivateRabbit:
+        """kill -9 the cluster node that leads `queue`'s quorum (Raft) group."""
+        leader = self.rabbit.queue_members(self.vhost or "/")[queue]["leader"]
+        node = self.rabbit.node_named(leader)
+        node.kill()
+        return node
+
+    def kill_mongo_primary(self) -> devstack.Mongod:
+        """kill -9 the replica set's primary (no step-down: an election replaces it)."""
+        primary = self.mongo.wait_primary()
+        primary.kill()
+        return primary
 
     # observations
     def rabbitmqctl(self, *args: str) -> str | None:

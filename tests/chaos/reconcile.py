@@ -56,6 +56,14 @@ class Report:
         return "\n".join([head, "-" * len(head), *rows])
 
 
+def write_summary(terminalreporter) -> None:
+    """The session's table of reconciliations (once, whichever conftest asks first)."""
+    if REPORTS and not getattr(write_summary, "done", False):
+        write_summary.done = True
+        terminalreporter.section("crash-test ledger: accepted, completed, lost, duplicated")
+        terminalreporter.write_line(Report.table(REPORTS))
+
+
 def kpis(shop) -> dict:
     rpc = shop.rpc(timeout=15)
     try:
@@ -319,4 +327,4 @@ def snapshot(shop, world) -> dict:
 
 
 __all__ = ["PAID_STATUSES", "REPORTS", "Report", "TERMINAL", "explain_order", "kpis", "orders_of",
-           "reconcile", "snapshot"]
+           "reconcile", "snapshot", "write_summary"]
