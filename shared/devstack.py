@@ -377,7 +377,17 @@ class RabbitCluster:
                 node.ctl("start_app")
             wait_until(lambda: all(broker_answers(n.uri, 1) for n in self.nodes), timeout,
                        interval=0.5, what="the RabbitMQ cluster")
+        self.mirror_rpc_queues()
         return self.uri
+
+    def mirror_rpc_queues(self, vhost: str = "/") -> None:
+        """nameko declares its RPC request and reply queues as plain (classic, durable)
+        queues: one lives on the node that declared it, and while that node is down the
+        queue is unavailable everywhere (declares fail with 'home node down'), so RPC to
+        that service stalls. Mirroring them to every node (a policy: nameko's own
+        declarations stay as they are) lets a surviving node take over."""
+        self.ctl("set_policy", "-p", vhost, "--apply-to", "queues", "--priority", "1", "rpc-mirrored",
+                  "^rpc[-.]", '{"ha-mode":"all","ha-sync-mode":"automatic"}')
 
     @staticmethod
     def start_nodes(nodes: list[PrivateRabbit], timeout: float = 120) -> None:

@@ -300,8 +300,19 @@ class Shop:
         log(f"{len(suite.instances)} service processes ready in {time.monotonic() - started:.1f}s")
         return cls(infra, suite)
 
-    def stop(self) -> None:
-        self.suite.stop_all()
+    def stop(self, grace: float = 20) -> None:
+        """SIGTERM every process, SIGKILL what is still running `grace` seconds later
+        (a service shutting down towards a dead broker node can wait a long time)."""
+        procs = [p for p in self.suite.procs.values() if p.poll() is None]
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=30)
         self.mongo.close()
 
     def db(self, name: str):
