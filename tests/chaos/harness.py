@@ -296,9 +296,12 @@ class Shop:
         suite = ReplicatedSuite(infra.mongo_uri, infra.amqp_uri, workdir,
                                 env={**CHAOS_ENV, **(env or {})}, replicas=replicas)
         started = time.monotonic()
-        suite.start_all(timeout=180)
+        for label in suite.instances:
+            suite.start(label)
+        shop = cls(infra, suite)
+        shop.wait_all_ready(timeout=600)
         log(f"{len(suite.instances)} service processes ready in {time.monotonic() - started:.1f}s")
-        return cls(infra, suite)
+        return shop
 
     def stop(self, grace: float = 20) -> None:
         """SIGTERM every process, SIGKILL what is still running `grace` seconds later
