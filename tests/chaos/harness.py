@@ -299,7 +299,11 @@ class Shop:
         for label in suite.instances:
             suite.start(label)
         shop = cls(infra, suite)
-        shop.wait_all_ready(timeout=600)
+        try:
+            shop.wait_all_ready(timeout=600)
+        except BaseException:
+            shop.stop(grace=5)  # the fixture never yields: nothing else would stop them
+            raise
         log(f"{len(suite.instances)} service processes ready in {time.monotonic() - started:.1f}s")
         return shop
 
