@@ -369,6 +369,13 @@ class Shop:
         except requests.RequestException:
             return False
 
+    def health(self, label: str) -> str:
+        """The readiness checks as the service reports them (which one fails)."""
+        try:
+            return requests.get(f"http://127.0.0.1:{self.suite.ports[label]}/health/ready", timeout=15).text
+        except requests.RequestException as exc:
+            return f"no answer: {type(exc).__name__}"
+
     def wait_all_ready(self, timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout
         for label in self.labels:
@@ -377,7 +384,8 @@ class Shop:
                 if proc.poll() is not None:
                     raise RuntimeError(f"{label} exited: {self.suite.log(label)[-2000:]}")
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"{label} not ready after {timeout}s: {self.suite.log(label)[-1500:]}")
+                    raise TimeoutError(f"{label} not ready after {timeout}s ({self.health(label)}): "
+                                       f"{self.suite.log(label)[-1500:]}")
                 eventlet.sleep(0.5)
 
     # observations
