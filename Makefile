@@ -8,7 +8,7 @@ PYTEST := $(BIN)/pytest
 export PYTHONPATH := $(CURDIR)
 
 .PHONY: install up down run test test-unit test-contract test-chassis test-integration \
-        test-e2e test-chaos test-deploy test-image crds image bench lint declare status clean vendor-check vendor-update test-security
+        test-e2e test-chaos test-deploy test-image crds image bench lint declare status clean vendor-check vendor-update test-security test-cluster soak-cluster
 
 install: $(STAMP)
 
@@ -30,8 +30,10 @@ status: install
 run: up
 	$(BIN)/python -m shared.demo
 
+# The cluster tests (three RabbitMQ nodes, three mongod members, twelve service
+# processes) are their own target: `make test-cluster`.
 test: install
-	$(PYTEST) tests
+	$(PYTEST) tests --ignore=tests/cluster
 
 test-unit: install
 	$(PYTEST) tests -k "unit" -q
@@ -50,6 +52,13 @@ test-e2e: install
 
 test-chaos: install
 	$(PYTEST) tests/chaos
+
+test-cluster: install
+	$(PYTEST) tests/cluster -s
+
+# The soak: SOAK_ORDERS orders (default 10000) under rounds of kills on the cluster.
+soak-cluster: install
+	RUNSLOW=1 $(PYTEST) tests/cluster -s -k soak
 
 test-deploy: install
 	$(PYTEST) tests/deploy

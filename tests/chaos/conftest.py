@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from tests.chaos.harness import Infra, Shop, kpis, log, seed
+from tests.chaos.harness import Infra, Shop, kpis, log, seed, write_summary
 
 
 def pytest_addoption(parser):
@@ -29,6 +29,11 @@ def runslow(config) -> bool:
     except ValueError:
         pass
     return os.environ.get("RUNSLOW", "") not in ("", "0")
+
+
+def pytest_terminal_summary(terminalreporter):
+    # one table of every reconciliation of the session: accepted, completed, lost, duplicated
+    write_summary(terminalreporter)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -1,13 +1,15 @@
 """Crash-test harness: the whole suite as real processes on infrastructure the
-test owns, a stream of orders, faults, a drain wait and a reconciliation.
+test owns, a stream of orders recorded in the client's ledger, faults, a drain
+that fails when anything is left, and a reconciliation against the ledger.
 
     infra = Infra.start(tmp)                        # private mongod (+ private RabbitMQ node)
-    shop = Shop.start(infra, workdir)               # six `python -m shared.run` processes
+    infra = Infra.start(tmp, cluster=True)          # 3-member replica set + 3-node RabbitMQ cluster
+    shop = Shop.start(infra, workdir, replicas=2)   # `python -m shared.run` processes
     world = seed(shop)                              # products, a warehouse, members, a coupon
-    stream = OrderStream(shop, world, count=30)     # unique order ids, some with the coupon
-    with Driver(shop, world):                       # dispatches and delivers paid orders
+    stream = OrderStream(shop, world, count=30)     # unique order ids, each promise in stream.ledger
+    with Driver(shop, world, stream.ledger):        # dispatches, delivers, returns as planned
         stream.start(); <inject a fault>; stream.wait()
-        drain(shop, world)                  # queues, outboxes, orders at rest
+        drain(shop, world)                          # raises unless queues, outboxes, orders are at rest
     report = reconcile(shop, world, stream)         # raises AssertionError listing every problem
 
 Nothing here mocks anything: RPC over the real broker, state read straight from
@@ -17,13 +19,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
-import re
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter
 from contextlib import suppress
 from datetime import timedelta
 from pathlib import Path
@@ -37,9 +40,22 @@ from shared import devstack
 from shared.clock import to_iso, utcnow
 from shared.errors import Conflict, NotFound, ShopError, ValidationFailed
 from shared.topology import dead_letter_queue_name, service_queue_name
-from tests.support.suite import SERVICES, ProcessSuite
+from tests.chaos import ledger as ledger_rules
+from tests.chaos.ledger import Ledger
+from tests.chaos.reconcile import (  # noqa: F401  (the harness's public surface)
+    REPORTS,
+    TERMINAL,
+    Report,
+    explain_order,
+    kpis,
+    log,
+    orders_of,
+    reconcile,
+    snapshot,
+    write_summary,
+)
+from tests.support.suite import ROOT, SERVICES, ProcessSuite
 
-TERMINAL = {"completed", "cancelled", "rejected", "partially_refunded", "refunded"}
 CONSUMERS = SERVICES  # every service has an event queue (analytics consumes all)
 
 # Business settings for crash runs: a long expiry, so a lost event shows up as a
@@ -59,59 +75,112 @@ CHAOS_ENV = {
 }
 
 
-def log(message: str) -> None:
-    print(f"[chaos {time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
 # ---------------------------------------------------------------- infrastructure
 
 @dataclasses.dataclass
 class Infra:
-    """A private mongod and a broker: a private RabbitMQ node when the machine
-    has `rabbitmq-server` (restartable), else a fresh vhost on the shared broker
-    (never restarted)."""
+    """MongoDB and a broker the tests own.
+
+    - single: a private one-member replica set, and a private RabbitMQ node when the
+      machine has `rabbitmq-server` (restartable), else a fresh vhost on the shared
+      broker (never restarted);
+    - cluster: a three-member replica set and a three-node RabbitMQ cluster, the
+      services connecting to every node through a failover URI."""
 
     base: Path
-    mongod: devstack.Mongod
-    rabbit: devstack.PrivateRabbit | None
+    mongo: devstack.Mongod | devstack.MongoReplicaSet
+    rabbit: devstack.PrivateRabbit | devstack.RabbitCluster | None
     amqp_uri: str
     vhost: str | None = None
 
     @property
     def mongo_uri(self) -> str:
-        return self.mongod.uri
+        return self.mongo.uri
+
+    @property
+    def clustered(self) -> bool:
+        return isinstance(self.rabbit, devstack.RabbitCluster)
+
+    @property
+    def mongod(self) -> devstack.Mongod:
+        return self.mongo if isinstance(self.mongo, devstack.Mongod) else self.mongo.members[0]
 
     @classmethod
-    def start(cls, base: Path, private_broker: bool = True, shared_amqp_uri: str | None = None) -> Infra:
+    def start(cls, base: Path, private_broker: bool = True, shared_amqp_uri: str | None = None,
+              cluster: bool = False) -> Infra:
         base = Path(base)
-        mongod = devstack.Mongod(base / "mongo" / "db", devstack.free_port())
-        mongod.start()
+        if cluster:
+            mongo = devstack.MongoReplicaSet(base / "mongo")
+        else:
+            mongo = devstack.Mongod(base / "mongo" / "db", devstack.free_port())
+        mongo.start()
         rabbit, vhost = None, None
-        if private_broker and devstack.PrivateRabbit.available():
-            # The node runs as the `rabbitmq` user: its directories must not sit
+        if cluster or (private_broker and devstack.PrivateRabbit.available()):
+            # The nodes run as the `rabbitmq` user: their directories must not sit
             # under pytest's private (0700) temporary directories.
             rabbit_base = Path(tempfile.mkdtemp(prefix="shop-chaos-rabbit-"))
             os.chmod(rabbit_base, 0o755)
-            rabbit = devstack.PrivateRabbit(rabbit_base, devstack.free_port(),
-                                            name=f"chaos{uuid.uuid4().hex[:6]}@localhost")
+            if cluster:
+                rabbit = devstack.RabbitCluster(rabbit_base, prefix=f"chaos{uuid.uuid4().hex[:4]}n")
+            else:
+                rabbit = devstack.PrivateRabbit(rabbit_base, devstack.free_port(),
+                                                name=f"chaos{uuid.uuid4().hex[:6]}@localhost")
             amqp_uri = rabbit.start()
         else:
             vhost = f"shop-chaos-{uuid.uuid4().hex[:8]}"
             devstack.create_vhost(vhost)
             amqp_uri = devstack.with_vhost(shared_amqp_uri or "amqp://guest:guest@127.0.0.1:5672/", vhost)
-        return cls(base, mongod, rabbit, amqp_uri, vhost)
+        return cls(base, mongo, rabbit, amqp_uri, vhost)
 
-    def restart_broker(self, down_seconds: float = 1.0) -> None:
+    # faults
+    def restart_broker(self, down_seconds: float = 1.0, kill: bool = False) -> None:
+        """Every broker node down then up (kill -9 when `kill`, else a clean stop)."""
         if self.rabbit is None:
             raise RuntimeError("no private broker: the shared broker is never restarted")
-        self.rabbit.stop()
+        nodes = self.rabbit.nodes if self.clustered else [self.rabbit]
+        for node in nodes:
+            node.kill() if kill else node.stop()
         time.sleep(down_seconds)
-        self.rabbit.start()
+        devstack.RabbitCluster.start_nodes(nodes)
 
-    def restart_mongod(self, down_seconds: float = 1.0) -> None:
-        self.mongod.stop()
+    def restart_mongod(self, down_seconds: float = 1.0, kill: bool = False) -> None:
+        members = self.mongo.members if self.clustered else [self.mongo]
+        for member in members:
+            member.kill() if kill else member.stop()
         time.sleep(down_seconds)
-        self.mongod.start()
+        self.mongo.start()
+
+    def busiest_queue(self) -> str:
+        """The event queue holding the most messages now (analytics, which consumes
+        every event, when they are all empty)."""
+        queues = {name: info for name, info in self.rabbit.queue_members(self.vhost or "/").items()
+                  if name.startswith("evt--") and not name.endswith(".dlq")}
+        return max(queues, key=lambda name: (queues[name]["messages"], name == "evt--analytics"))
+
+    def kill_queue_leader(self, queue: str) -> devstack.PrivateRabbit:
+        """kill -9 the cluster node that leads `queue`'s quorum (Raft) group."""
+        leader = self.rabbit.queue_members(self.vhost or "/")[queue]["leader"]
+        node = self.rabbit.node_named(leader)
+        node.kill()
+        return node
+
+    def kill_mongo_primary(self) -> devstack.Mongod:
+        """kill -9 the replica set's primary (no step-down: an election replaces it)."""
+        primary = self.mongo.wait_primary()
+        primary.kill()
+        return primary
+
+    # observations
+    def rabbitmqctl(self, *args: str) -> str | None:
+        """rabbitmqctl against our broker (any running node of a cluster); None when the
+        machine has no rabbitmqctl."""
+        if shutil.which("rabbitmqctl") is None:
+            return None
+        if self.clustered:
+            return self.rabbit.ctl(*args)
+        if self.rabbit is not None:
+            return self.rabbit.ctl(*args)
+        return devstack.rabbitmqctl(*args)
 
     def stop(self) -> None:
         if self.rabbit is not None:
@@ -122,7 +191,7 @@ class Infra:
             with suppress(Exception):
                 devstack.delete_vhost(self.vhost)
         with suppress(Exception):
-            self.mongod.stop()
+            self.mongo.stop()
 
 
 # ---------------------------------------------------------------- RPC that survives faults
@@ -181,23 +250,76 @@ class Rpc:
 
 # ---------------------------------------------------------------- the running suite
 
+class ReplicatedSuite(ProcessSuite):
+    """ProcessSuite with `replicas` processes per service, sharing the service's
+    database and queue: instance labels are `catalog`, `catalog-2`, … ."""
+
+    def __init__(self, mongo_uri: str, amqp_uri: str, workdir: Path, env: dict | None = None,
+                 replicas: int = 1):
+        super().__init__(mongo_uri, amqp_uri, workdir, env)
+        self.instances = {(name if i == 0 else f"{name}-{i + 1}"): name
+                          for name in SERVICES for i in range(replicas)}
+        self.ports = {label: devstack.free_port() for label in self.instances}
+
+    def labels(self, service: str) -> list[str]:
+        return [label for label, name in self.instances.items() if name == service]
+
+    def _env(self, label: str) -> dict:
+        name = self.instances[label]
+        env = super()._env(name)
+        env[f"{name.upper()}_HTTP_PORT"] = str(self.ports[label])
+        return env
+
+    def start(self, label: str) -> None:
+        log = open(self.workdir / f"{label}.log", "ab")
+        self.procs[label] = subprocess.Popen(
+            [sys.executable, "-m", "shared.run", self.instances[label]], cwd=ROOT,
+            env=self._env(label), stdout=log, stderr=subprocess.STDOUT)
+
+    def start_all(self, timeout: float = 90) -> None:
+        for label in self.instances:
+            self.start(label)
+        for label in self.instances:
+            self.wait_ready(label, timeout)
+
+
 class Shop:
-    def __init__(self, infra: Infra, suite: ProcessSuite):
+    def __init__(self, infra: Infra, suite: ReplicatedSuite):
         self.infra = infra
         self.suite = suite
         self.mongo = pymongo.MongoClient(infra.mongo_uri, tz_aware=True, serverSelectionTimeoutMS=30000)
-        self.duplicates_before_kills = 0  # metrics of killed processes, sampled before the kill
+        # duplicates counted by processes that were killed, sampled before each kill
+        self.duplicates_before_kills: Counter = Counter()
 
     @classmethod
-    def start(cls, infra: Infra, workdir: Path, env: dict | None = None) -> Shop:
-        suite = ProcessSuite(infra.mongo_uri, infra.amqp_uri, workdir, env={**CHAOS_ENV, **(env or {})})
+    def start(cls, infra: Infra, workdir: Path, env: dict | None = None, replicas: int = 1) -> Shop:
+        suite = ReplicatedSuite(infra.mongo_uri, infra.amqp_uri, workdir,
+                                env={**CHAOS_ENV, **(env or {})}, replicas=replicas)
         started = time.monotonic()
-        suite.start_all(timeout=120)
-        log(f"six services ready in {time.monotonic() - started:.1f}s")
-        return cls(infra, suite)
+        for label in suite.instances:
+            suite.start(label)
+        shop = cls(infra, suite)
+        try:
+            shop.wait_all_ready(timeout=600)
+        except BaseException:
+            shop.stop(grace=5)  # the fixture never yields: nothing else would stop them
+            raise
+        log(f"{len(suite.instances)} service processes ready in {time.monotonic() - started:.1f}s")
+        return shop
 
-    def stop(self) -> None:
-        self.suite.stop_all()
+    def stop(self, grace: float = 20) -> None:
+        """SIGTERM every process, SIGKILL what is still running `grace` seconds later
+        (a service shutting down towards a dead broker node can wait a long time)."""
+        procs = [p for p in self.suite.procs.values() if p.poll() is None]
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=30)
         self.mongo.close()
 
     def db(self, name: str):
@@ -206,44 +328,96 @@ class Shop:
     def rpc(self, timeout: float = 10) -> Rpc:
         return Rpc(self.infra.amqp_uri, timeout)
 
-    # faults on services
-    def kill(self, name: str) -> None:
-        self.duplicates_before_kills += self.duplicates_of(name)
-        self.suite.kill(name)
+    @property
+    def labels(self) -> list[str]:
+        return list(self.suite.instances)
 
-    def stop_service(self, name: str) -> None:
+    # faults on services (by instance label: `order` or `order-2`)
+    def _sample(self, label: str) -> None:
+        self.duplicates_before_kills[self.suite.instances[label]] += self.duplicates_of(label)
+
+    def kill(self, label: str) -> None:
+        self._sample(label)
+        self.suite.kill(label)
+
+    def stop_service(self, label: str) -> None:
         """Graceful stop (SIGTERM): the consumer goes away, its queue keeps filling."""
-        import signal
-
-        self.duplicates_before_kills += self.duplicates_of(name)
-        proc = self.suite.procs[name]
+        self._sample(label)
+        proc = self.suite.procs[label]
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
 
-    def restart(self, name: str) -> None:
-        self.suite.restart(name, timeout=120)
+    def restart(self, label: str) -> None:
+        self.suite.restart(label, timeout=180)
 
-    def wait_all_ready(self, timeout: float = 120) -> None:
-        for name in SERVICES:
-            self.suite.wait_ready(name, timeout)
+    def kill_all(self) -> None:
+        for label in self.labels:
+            if self.suite.procs[label].poll() is None:
+                self.kill(label)
+
+    def start_all_again(self) -> None:
+        for label in self.labels:
+            self.suite.start(label)
+        self.wait_all_ready()
+
+    def ready(self, label: str) -> bool:
+        # a service working through a backlog on a loaded machine answers its health
+        # check late, not never: a generous per-request timeout
+        try:
+            url = f"http://127.0.0.1:{self.suite.ports[label]}/health/ready"
+            return requests.get(url, timeout=15).ok
+        except requests.RequestException:
+            return False
+
+    def health(self, label: str) -> str:
+        """The readiness checks as the service reports them (which one fails)."""
+        try:
+            return requests.get(f"http://127.0.0.1:{self.suite.ports[label]}/health/ready", timeout=15).text
+        except requests.RequestException as exc:
+            return f"no answer: {type(exc).__name__}"
+
+    def wait_all_ready(self, timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        for label in self.labels:
+            while not self.ready(label):
+                proc = self.suite.procs[label]
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{label} exited: {self.suite.log(label)[-2000:]}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{label} not ready after {timeout}s ({self.health(label)}): "
+                                       f"{self.suite.log(label)[-1500:]}")
+                eventlet.sleep(0.5)
 
     # observations
-    def metrics_text(self, name: str) -> str:
+    def metrics_text(self, label: str) -> str:
         try:
-            return requests.get(f"http://127.0.0.1:{self.suite.ports[name]}/metrics", timeout=5).text
+            return requests.get(f"http://127.0.0.1:{self.suite.ports[label]}/metrics", timeout=5).text
         except requests.RequestException:
             return ""
 
-    def duplicates_of(self, name: str) -> int:
+    def duplicates_of(self, label: str) -> int:
         total = 0.0
-        for line in self.metrics_text(name).splitlines():
+        for line in self.metrics_text(label).splitlines():
             if line.startswith("shop_events_duplicate_total"):
                 with suppress(ValueError):
                     total += float(line.rsplit(" ", 1)[1])
         return int(total)
 
-    def duplicates(self) -> int:
-        return self.duplicates_before_kills + sum(self.duplicates_of(name) for name in SERVICES)
+    def duplicates(self) -> Counter:
+        """Redeliveries each consuming service's inbox suppressed (every replica, and
+        every process killed on the way)."""
+        counts = Counter(self.duplicates_before_kills)
+        for label, service in self.suite.instances.items():
+            counts[service] += self.duplicates_of(label)
+        return counts
+
+    def exited(self) -> list[tuple[str, int, str]]:
+        """Service processes that exited although no fault asked for it."""
+        return [(label, proc.poll(), self.suite.log(label)[-600:])
+                for label, proc in self.suite.procs.items() if proc.poll() is not None]
+
+    def logs(self, service: str) -> str:
+        return "\n".join(self.suite.log(label) for label in self.suite.labels(service))
 
     def _depths(self, names: list[str]) -> dict[str, int | None]:
         out: dict[str, int | None] = {}
@@ -258,18 +432,14 @@ class Shop:
                     out[queue] = None
         return out
 
-    def in_flight(self) -> dict[str, int]:
+    def in_flight(self) -> dict[str, int] | None:
         """Messages per event queue, ready AND unacknowledged (being handled, or held by
-        a consumer that is retrying): the broker's passive declare counts only ready ones."""
-        if shutil.which("rabbitmqctl") is None:
-            return {}  # a broker we cannot inspect: ready counts only (queue_depths)
-        args = ["list_queues", "-q", "-p", self.infra.vhost or "/", "name", "messages"]
-        if self.infra.rabbit is not None:
-            command = ["rabbitmqctl", "-n", self.infra.rabbit.nodename, *args]
-            env = self.infra.rabbit._env()
-        else:
-            command, env = ["rabbitmqctl", *args], None
-        out = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env, check=True).stdout
+        a consumer that is retrying): the broker's passive declare counts only ready
+        ones. None when the broker cannot be inspected (no rabbitmqctl)."""
+        out = self.infra.rabbitmqctl("list_queues", "-q", "-p", self.infra.vhost or "/",
+                                     "name", "messages")
+        if out is None:
+            return None
         counts = {}
         for line in out.splitlines():
             parts = line.split()
@@ -283,8 +453,17 @@ class Shop:
     def dlq_depths(self) -> dict[str, int | None]:
         return self._depths([dead_letter_queue_name(s) for s in CONSUMERS])
 
-    def outbox_pending(self) -> dict[str, int]:
-        return {name: self.db(name).outbox.count_documents({"pending": True}) for name in SERVICES}
+    def outbox_left(self) -> dict[str, dict[str, int]]:
+        """Outbox rows not yet published, per service: pending (the relay or its sweep
+        will publish them) and parked (the relay gave up: nobody will)."""
+        left = {}
+        for name in SERVICES:
+            outbox = self.db(name).outbox
+            counts = {"pending": outbox.count_documents({"pending": True}),
+                      "parked": outbox.count_documents({"state": "parked"})}
+            if any(counts.values()):
+                left[name] = counts
+        return left
 
 
 # ---------------------------------------------------------------- seed
@@ -368,9 +547,10 @@ ADDRESS = {"name": "Chaos Tester", "line1": "1 Test Road", "city": "Shanghai", "
 class OrderStream:
     """`count` orders, each with its own idempotency key (so its own order id),
     placed by `workers` green threads, each with one RPC connection. A call that
-    fails in transit is retried with the same key: the order is placed once.
+    fails in transit is retried with the same key: the order is placed once. Every
+    accepted order goes into `self.ledger` with what it must end as.
     Mix: every 3rd uses the coupon, every 7th a declined card, every 5th asks for
-    the scarce product (some are rejected)."""
+    the scarce product (contended: some are rejected)."""
 
     def __init__(self, shop: Shop, world: World, count: int = 30, workers: int = 3,
                  pause: float = 0.05, seed_value: int | None = None):
@@ -381,7 +561,7 @@ class OrderStream:
         self.pause = pause
         self.rng = random.Random(seed_value)
         self.plans = [self._plan(i) for i in range(count)]
-        self.accepted: dict[str, dict] = {}     # order id → plan
+        self.ledger = Ledger()
         self.failed: list[tuple[dict, str]] = []
         self.attempted = 0
         self.retried = 0
@@ -405,8 +585,12 @@ class OrderStream:
         }
 
     @property
+    def accepted(self) -> dict:
+        return self.ledger.promises
+
+    @property
     def placed(self) -> int:
-        return len(self.accepted)
+        return len(self.ledger)
 
     def start(self, batch: int | None = None) -> OrderStream:
         """Place the next `batch` plans (default: all that are left) in the background."""
@@ -426,6 +610,9 @@ class OrderStream:
                 thread.wait()
         return self
 
+    def done(self) -> bool:
+        return self.placed + len(self.failed) >= self.count
+
     def wait_placed(self, n: int, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while self.placed + len(self.failed) < min(n, self.count):
@@ -443,7 +630,7 @@ class OrderStream:
         finally:
             rpc.close()
 
-    def _place(self, rpc: Rpc, plan: dict, attempts: int = 40) -> None:
+    def _place(self, rpc: Rpc, plan: dict, attempts: int = 60) -> None:
         error = None
         for attempt in range(attempts):
             self.attempted += 1
@@ -454,7 +641,7 @@ class OrderStream:
                                  {"token": plan["token"], "method": "card"},
                                  coupon_code=plan["coupon_code"], idempotency_key=plan["key"])
                 plan["order_id"] = order["id"]
-                self.accepted[order["id"]] = plan
+                self.ledger.accept(plan, order, self.world.scarce["id"])
                 return
             except (ValidationFailed, NotFound) as exc:  # business refusal: never accepted
                 self.failed.append((plan, f"{type(exc).__name__}: {exc}"))
@@ -467,25 +654,15 @@ class OrderStream:
 
 # ---------------------------------------------------------------- fulfillment driver
 
-def return_plan(order: dict) -> list[dict] | None:
-    """Which completed orders the member sends back: every 8th (index 1) all of it, every
-    8th (index 5) one unit of its first line; None: kept."""
-    match = re.search(r"-(\d+)$", order.get("idempotency_key") or "")
-    index = int(match.group(1)) if match else 0
-    if index % 8 == 1:
-        return [{"product_id": line["product_id"], "quantity": line["quantity"]} for line in order["lines"]]
-    if index % 8 == 5:
-        return [{"product_id": order["lines"][0]["product_id"], "quantity": 1}]
-    return None
-
-
 class Driver:
-    """A green thread that dispatches and delivers every shipment of the
-    world's orders (as the warehouse would), through fulfillment's RPC."""
+    """A green thread that plays the warehouse and the members: dispatches and
+    delivers every shipment of the world's orders through fulfillment's RPC, asks
+    for the returns the ledger plans and receives them (first line resellable)."""
 
-    def __init__(self, shop: Shop, world: World, interval: float = 0.3):
+    def __init__(self, shop: Shop, world: World, ledger: Ledger, interval: float = 0.3):
         self.shop = shop
         self.world = world
+        self.ledger = ledger
         self.interval = interval
         self.running = False
         self.thread = None
@@ -536,16 +713,14 @@ class Driver:
         self.return_step(rpc)
 
     def return_step(self, rpc: Rpc) -> None:
-        """Members send some completed orders back; the warehouse receives each return
-        (the first line resellable, the others damaged)."""
         unreturned = {"member_id": {"$in": self.world.members}, "status": "completed",
                       "returns.0": {"$exists": False}}
-        for order in self.shop.db("order").orders.find(unreturned, {"idempotency_key": 1, "lines": 1}):
-            lines = return_plan(order)
-            if lines is None:
+        for order in self.shop.db("order").orders.find(unreturned, {"_id": 1}):
+            promise = self.ledger.promises.get(order["_id"])
+            if promise is None or not promise.returns:
                 continue
             try:
-                rpc.call("order", "request_return", order["_id"], lines, "chaos test")
+                rpc.call("order", "request_return", order["_id"], promise.returns, "chaos test")
                 self.returns_requested += 1
             except (Conflict, ValidationFailed):
                 pass  # already requested (a retry after a lost reply)
@@ -553,9 +728,11 @@ class Driver:
                 self.errors[type(exc).__name__] += 1
         for ret in self.shop.db("fulfillment").returns.find(
                 {"member_id": {"$in": self.world.members}, "status": "expected"}):
+            promise = self.ledger.promises.get(ret["order_id"])
+            plan = promise.returns if promise else []
             lines = [{"product_id": line["product_id"], "quantity": line["quantity"],
-                      "condition": "resellable" if index == 0 else "damaged"}
-                     for index, line in enumerate(ret["expected_lines"])]
+                      "condition": ledger_rules.condition(plan, line["product_id"])}
+                     for line in ret["expected_lines"]]
             try:
                 rpc.call("fulfillment", "receive_return", ret["_id"], lines)
                 self.returns_received += 1
@@ -567,328 +744,84 @@ class Driver:
 
 # ---------------------------------------------------------------- drain
 
-def orders_of(shop: Shop, world: World) -> list[dict]:
-    return list(shop.db("order").orders.find({"member_id": {"$in": world.members}}))
+class NotDrained(AssertionError):
+    """Something was left when the suite should have been at rest."""
 
 
-def at_rest(shop: Shop, world: World) -> tuple[bool, dict]:
-    depths = shop.queue_depths()
-    pending = shop.outbox_pending()
+def leftovers(shop: Shop, world: World, ledger: Ledger) -> dict:
+    """Everything that is not at rest: messages in event queues (ready or unacked),
+    outbox rows pending or parked, dead letters, orders/returns/refunds still due
+    to move. Empty when at rest."""
+    left: dict = {}
+    depths = {k: v for k, v in shop.queue_depths().items() if v}
+    if depths:
+        left["queued"] = depths
+    outbox = shop.outbox_left()
+    if outbox:
+        left["outbox"] = outbox
+    dead = {k: v for k, v in shop.dlq_depths().items() if v}
+    if dead:
+        left["dead_letters"] = dead
+    moving: Counter = Counter()
     orders = orders_of(shop, world)
-    statuses = Counter(o["status"] for o in orders)
-    moving = {s: n for s, n in statuses.items() if s not in TERMINAL}
     for order in orders:
-        if order["status"] == "completed" and return_plan(order) and not order.get("returns"):
-            moving["return to request"] = moving.get("return to request", 0) + 1
+        if order["status"] not in TERMINAL:
+            moving[order["status"]] += 1
+        promise = ledger.promises.get(order["_id"])
+        if order["status"] == "completed" and promise and promise.returns and not order.get("returns"):
+            moving["return to request"] += 1
         for ret in order.get("returns") or []:
             if ret.get("status") != "refunded":
-                moving["return to refund"] = moving.get("return to refund", 0) + 1
+                moving["return to refund"] += 1
     unsettled = shop.db("order").refunds.count_documents(
         {"order_id": {"$in": [o["_id"] for o in orders]}, "state": {"$ne": "succeeded"}})
     if unsettled:
         moving["refunds pending"] = unsettled
-    quiet = all(not d for d in depths.values()) and not any(pending.values()) and not moving
-    held = {}
-    if quiet:
-        held = {k: v for k, v in shop.in_flight().items() if v}
-        quiet = not held
-    return quiet, {"in_flight": held, "queues": {k: v for k, v in depths.items() if v}, "outbox_pending":
-                   {k: v for k, v in pending.items() if v}, "non_terminal": moving}
+    if moving:
+        left["moving"] = dict(moving)
+    if not left:
+        held = shop.in_flight()
+        held = {k: v for k, v in (held or {}).items() if v}
+        if held:
+            left["unacked"] = held
+    return left
 
 
-def drain(shop: Shop, world: World, timeout: float = 120, settle: float = 1.5) -> dict:
-    """Wait until every `evt--*` queue is empty, no outbox row is pending and no
-    order of the world is in a state that should still progress — twice in a row,
-    `settle` seconds apart (a message being handled is not counted by the broker)."""
+def drain(shop: Shop, world: World, ledger: Ledger, timeout: float = 120, settle: float = 1.5) -> None:
+    """Wait until nothing is left (see `leftovers`) twice in a row, `settle` seconds
+    apart; raise NotDrained naming what is left after `timeout`, or at once when only
+    dead letters remain (nothing will take them out)."""
     deadline = time.monotonic() + timeout
     started = reported = time.monotonic()
-    last = {}
+    left: dict = {}
     while time.monotonic() < deadline:
         try:
-            quiet, last = at_rest(shop, world)
+            left = leftovers(shop, world, ledger)
         except Exception as exc:  # broker or mongod coming back
-            quiet, last = False, {"error": type(exc).__name__}
-        if quiet:
+            left = {"error": f"{type(exc).__name__}: {exc}"[:200]}
+        if not left:
             eventlet.sleep(settle)
-            quiet, last = at_rest(shop, world)
-            if quiet:
+            with suppress(Exception):
+                left = leftovers(shop, world, ledger)
+            if not left:
                 log(f"drained in {time.monotonic() - started:.1f}s")
-                return last
+                return
+        if set(left) == {"dead_letters"}:
+            break
         if time.monotonic() - reported > 10:
             reported = time.monotonic()
-            log(f"draining: {last}")
+            log(f"draining: {left}")
         eventlet.sleep(0.5)
-    log(f"NOT drained after {timeout}s: {last}")
-    return last
-
-
-# ---------------------------------------------------------------- reconciliation
-
-@dataclasses.dataclass
-class Report:
-    placed: int
-    completed: int
-    cancelled: int
-    rejected: int
-    lost: int
-    duplicates_suppressed: int
-    dead_lettered: dict
-    problems: list[str]
-    refused: int = 0
-
-    def line(self) -> str:
-        return (f"orders placed={self.placed} completed={self.completed} cancelled={self.cancelled} "
-                f"rejected={self.rejected} lost={self.lost} duplicates suppressed="
-                f"{self.duplicates_suppressed} dead-lettered={self.dead_lettered}")
-
-
-def kpis(shop: Shop) -> dict:
-    rpc = shop.rpc(timeout=15)
-    try:
-        return rpc.call("analytics", "get_kpis", attempts=5)
-    finally:
-        rpc.close()
-
-
-def reconcile(shop: Shop, world: World, stream: OrderStream, kpis_before: dict | None = None,
-              name: str = "") -> Report:
-    """Check every invariant; return the report or raise AssertionError naming every problem."""
-    problems: list[str] = []
-    orders = {o["_id"]: o for o in orders_of(shop, world)}
-
-    # 1. every accepted order exists and reached a terminal state; none appeared unasked
-    missing = [oid for oid in stream.accepted if oid not in orders]
-    problems += [f"accepted order {oid} is not in the order database" for oid in missing]
-    stuck = {oid: o["status"] for oid, o in orders.items() if o["status"] not in TERMINAL}
-    problems += [f"order {oid} stuck in {status}" for oid, status in stuck.items()]
-    keys = {p["key"] for p in stream.plans}
-    strangers = [oid for oid, o in orders.items() if o.get("idempotency_key") not in keys]
-    problems += [f"order {oid} was not placed by the stream" for oid in strangers]
-    per_key = Counter(o.get("idempotency_key") for o in orders.values())
-    problems += [f"idempotency key {k} made {n} orders" for k, n in per_key.items() if n > 1]
-    lost = len(missing) + len(stuck)
-    statuses = Counter(o["status"] for o in orders.values())
-    paid = {oid: o for oid, o in orders.items() if o["status"] in ("completed", "partially_refunded",
-                                                                  "refunded")}
-
-    # 2. stock conserved: on_hand = initial − dispatched (no returns here); reserved = 0 at rest
-    shipments = list(shop.db("fulfillment").shipments.find({"order_id": {"$in": list(orders)}}))
-    by_order = Counter(s["order_id"] for s in shipments)
-    problems += [f"order {oid} has {n} shipments" for oid, n in by_order.items() if n > 1]
-    dispatched: dict[str, int] = defaultdict(int)
-    for shipment in shipments:
-        if shipment["status"] in ("dispatched", "delivered"):
-            for line in shipment["lines"]:
-                dispatched[line["product_id"]] += line["quantity"]
-    ordered: dict[str, int] = defaultdict(int)
-    for order in paid.values():
-        for line in order["lines"]:
-            ordered[line["product_id"]] += line["quantity"]
-    if dict(dispatched) != dict(ordered):
-        problems.append(f"units dispatched {dict(dispatched)} != units of completed orders {dict(ordered)}")
-    restocked: dict[str, int] = defaultdict(int)
-    returns = list(shop.db("fulfillment").returns.find({"order_id": {"$in": list(orders)}}))
-    for ret in returns:
-        if ret["status"] != "received":
-            problems.append(f"return {ret['_id']} of {ret['order_id']} is {ret['status']}")
-        for line in ret.get("received_lines") or []:
-            if line["condition"] == "resellable":
-                restocked[line["product_id"]] += line["quantity"]
-    asked = sum(len(o.get("returns") or []) for o in orders.values())
-    if asked != len(returns):
-        problems.append(f"order recorded {asked} returns, fulfillment {len(returns)}")
-    for product_id, initial in world.initial_stock().items():
-        doc = shop.db("catalog").products.find_one({"_id": product_id}) or {}
-        stock = doc.get("stock", {})
-        expect = initial - dispatched.get(product_id, 0) + restocked.get(product_id, 0)
-        if stock.get("on_hand") != expect or stock.get("reserved") != 0 or stock.get("available") != expect:
-            levels = {k: stock.get(k) for k in ("on_hand", "reserved", "available")}
-            problems.append(f"stock of {product_id}: {levels}, expected on_hand=available={expect}, "
-                            "reserved=0")
-        if stock.get("on_hand", 0) < 0 or stock.get("available", 0) < 0:
-            problems.append(f"stock of {product_id} went negative: {stock}")
-    reservations = {r["_id"]: r for r in shop.db("catalog").reservations.find(
-        {"_id": {"$in": list(orders)}})}
-    for oid, order in orders.items():
-        state = (reservations.get(oid) or {}).get("state")
-        if reservations and order["status"] == "completed" and state != "committed":
-            problems.append(f"completed order {oid}: catalog reservation is {state}")
-        if reservations and order["status"] == "cancelled" and state not in ("released", "cancelled"):
-            problems.append(f"cancelled order {oid}: catalog reservation is {state}")
-
-    # 3. coupon: redemptions = paid orders that used it, nothing still reserved
-    coupon = shop.db("marketing").coupons.find_one({"_id": world.coupon_code}) or {}
-    with_coupon = [o for o in paid.values() if o.get("coupon_code")]
-    if coupon.get("redeemed", 0) != len(with_coupon) or coupon.get("used", 0) != len(with_coupon):
-        problems.append(f"coupon {world.coupon_code}: used={coupon.get('used')} redeemed="
-                        f"{coupon.get('redeemed')}, paid orders with it={len(with_coupon)}")
-
-    refunded: dict[str, int] = defaultdict(int)
-    for refund in shop.db("order").refunds.find({"order_id": {"$in": list(orders)}}):
-        if refund.get("state") != "succeeded":
-            problems.append(f"refund {refund['_id']} of {refund['order_id']} is {refund.get('state')}")
-        refunded[refund["order_id"]] += refund["amount"]
-    for oid, order in orders.items():
-        if order.get("refunded_amount", 0) != refunded.get(oid, 0):
-            problems.append(f"order {oid}: refunded_amount {order.get('refunded_amount')} != refunds "
-                            f"{refunded.get(oid, 0)}")
-
-    # 4. points: balance = ledger; one earn per completed order
-    member_db = shop.db("member")
-    for member_id in world.members:
-        member = member_db.members.find_one({"_id": member_id}) or {}
-        entries = list(member_db.ledger.find({"member_id": member_id}))
-        total = sum(e["points"] for e in entries)
-        if member.get("points_balance") != total:
-            problems.append(f"member {member_id}: balance {member.get('points_balance')} != ledger {total}")
-        earns = Counter(e.get("order_id") for e in entries if e["kind"] == "earn")
-        completed = {oid for oid, o in paid.items() if o["member_id"] == member_id}
-        problems += [f"member {member_id}: order {oid} earned {n} times" for oid, n in earns.items() if n > 1]
-        unearned = [oid for oid in completed if oid not in earns and orders[oid]["total"] >= 100]
-        problems += [f"member {member_id}: completed order {oid} earned no points" for oid in unearned]
-        reversed_ = Counter()
-        for e in entries:
-            if e["kind"] == "reverse":
-                reversed_[e.get("order_id")] += -e["points"]
-        earned_points = {e.get("order_id"): e["points"] for e in entries if e["kind"] == "earn"}
-        problems += [f"member {member_id}: order {oid} reversed {n} of {earned_points.get(oid, 0)} points"
-                     for oid, n in reversed_.items() if n > earned_points.get(oid, 0)]
-        for oid, points in earned_points.items():
-            # member's rule: points are earned on the merchandise (total − shipping fee);
-            # cumulative reversal = floor(earned × refunded / merchandise), all of it once
-            # the refunds reach the merchandise (returning every item reverses every point)
-            order, back = orders.get(oid), refunded.get(oid, 0)
-            if order is None:
-                continue
-            base = order["total"] - order.get("shipping_fee", 0)
-            expect = points if back >= base else points * back // base
-            if reversed_.get(oid, 0) != expect:
-                problems.append(f"member {member_id}: {oid} ({order['status']}, refunded {back} of "
-                                f"{order['total']}) reversed {reversed_.get(oid, 0)} of {points} points, "
-                                f"expected {expect}")
-        strays = [oid for oid in earns if oid not in completed]
-        problems += [f"member {member_id}: points earned for {oid}, which did not complete" for oid in strays]
-
-    # 5. analytics: each paid order counted once with its total; KPI deltas match the orders
-    analytics = {a["_id"]: a for a in shop.db("analytics").orders.find({"_id": {"$in": list(orders)}})}
-    for oid, order in orders.items():
-        summary = analytics.get(oid) or {}
-        if oid in paid:
-            if summary.get("paid_at") is None or summary.get("paid_total") != order["total"]:
-                problems.append(f"analytics: paid order {oid} has {summary.get('paid_total')} "
-                                f"paid_at={summary.get('paid_at')}, order total {order['total']}")
-        elif summary.get("paid_at") is not None:
-            problems.append(f"analytics: unpaid order {oid} ({order['status']}) counted as paid")
-        if (summary.get("refunded") or 0) != refunded.get(oid, 0):
-            problems.append(f"analytics: order {oid} refunded {summary.get('refunded')}, "
-                            f"order refunds sum to {refunded.get(oid, 0)}")
-    raw = shop.db("analytics").raw
-    paid_events = Counter(r["data"]["order_id"] for r in raw.find(
-        {"event_type": "order_paid", "data.order_id": {"$in": list(orders)}}, {"data.order_id": 1}))
-    problems += [f"analytics: {n} order_paid events for {oid}" for oid, n in paid_events.items() if n > 1]
-    if kpis_before is not None:
-        after = kpis(shop)
-        gmv = sum(o["total"] for o in paid.values()) - sum(refunded.values())
-        if after["orders"] - kpis_before["orders"] != len(paid):
-            problems.append(f"analytics orders grew by {after['orders'] - kpis_before['orders']}, "
-                            f"{len(paid)} orders were paid")
-        if after["gmv"] - kpis_before["gmv"] != gmv:
-            problems.append(f"analytics GMV grew by {after['gmv'] - kpis_before['gmv']}, "
-                            f"order records sum to {gmv} (paid totals − refunds)")
-
-    # 6. every producer emitted each milestone once per order (an event applied twice
-    #    downstream would double the effects checked above)
-    outbox = shop.db("order").outbox
-    for event_type in ("order_placed", "order_paid", "order_completed"):
-        counts = Counter(r["envelope"]["data"]["order_id"] for r in outbox.find(
-            {"event_type": event_type, "envelope.data.order_id": {"$in": list(orders)}}))
-        problems += [f"order emitted {event_type} {n} times for {oid}" for oid, n in counts.items() if n > 1]
-
-    # 7. no service process died on its own (a crash the fault did not ask for)
-    problems += [f"service {name} exited (code {proc.poll()}): {shop.suite.log(name)[-600:]}"
-                 for name, proc in shop.suite.procs.items() if proc.poll() is not None]
-
-    # 8. dead letters: expected none
-    dlq = shop.dlq_depths()
-    dead = {k: v for k, v in dlq.items() if v}
-    if dead:
-        from shared.admin import list_dead_letters
-
-        for queue in dead:
-            service = queue.split("--", 1)[1].rsplit(".", 1)[0]
-            for row in list_dead_letters(shop.infra.amqp_uri, service, limit=20):
-                problems.append(f"dead-lettered in {service}: {row}")
-
-    report = Report(
-        placed=len(stream.accepted), completed=len(paid),
-        cancelled=statuses.get("cancelled", 0), rejected=statuses.get("rejected", 0), lost=lost,
-        duplicates_suppressed=shop.duplicates() - stream.duplicates_at_start, dead_lettered=dlq,
-        problems=problems,
-        refused=len(stream.failed))
-    log(f"{name}: {report.line()}")
-    print(f"{name}: orders placed={report.placed} completed={report.completed} lost={report.lost} "
-          f"duplicates suppressed={report.duplicates_suppressed}", flush=True)
-    if stream.failed:
-        log(f"{name}: {len(stream.failed)} orders refused: {[why for _, why in stream.failed][:5]}")
-    if problems:
-        suspects = sorted({oid for problem in problems for oid in re.findall(r"ord_[a-z0-9]+", problem)})
-        for oid in suspects[:3]:
-            log(f"{name}: trace of {oid}:\n{explain_order(shop, oid)}")
-        for service in SERVICES:
-            errors = [line for line in shop.suite.log(service).splitlines()
-                      if '"error"' in line or "Traceback" in line or "failed" in line][-8:]
-            if errors:
-                log(f"{name}: last errors of {service}:\n  " + "\n  ".join(e[:400] for e in errors))
-        raise AssertionError(f"{name}: reconciliation failed ({len(problems)} problems):\n  "
-                             + "\n  ".join(problems[:60]))
-    return report
-
-
-def explain_order(shop: Shop, order_id: str) -> str:
-    """Where each event of one order went: published?, seen by which consumer's inbox."""
-    lines = []
-    order = shop.db("order").orders.find_one({"_id": order_id}) or {}
-    history = [h.get('status') for h in order.get('history', [])]
-    lines.append(f"status={order.get('status')} history={history}")
-    events = []
-    for name in SERVICES:
-        for row in shop.db(name).outbox.find({"envelope.data.order_id": order_id}).sort("created_at", 1):
-            events.append((name, row))
-    for source, row in events:
-        event_id = row["_id"]
-        seen = [c for c in SERVICES if shop.db(c).inbox.find_one({"event_id": event_id})]
-        raw = bool(shop.db("analytics").raw.find_one({"_id": event_id}))
-        lines.append(f"  {source}.{row['event_type']} {event_id} pending={row.get('pending', False)} "
-                     f"created={row.get('created_at')} published={row.get('published_at')} "
-                     f"inboxes={seen} analytics_raw={raw}")
-    return "\n".join(lines)
-
-
-def snapshot(shop: Shop, world: World) -> dict:
-    """The state the invariants look at, for 'nothing changed' comparisons."""
-    orders = {o["_id"]: (o["status"], o["total"], o.get("version")) for o in orders_of(shop, world)}
-    stock = {p["_id"]: p["stock"] for p in shop.db("catalog").products.find(
-        {"_id": {"$in": world.product_ids}}, {"stock": 1})}
-    coupon = shop.db("marketing").coupons.find_one({"_id": world.coupon_code}, {"used": 1, "redeemed": 1})
-    points = {m["_id"]: m.get("points_balance") for m in shop.db("member").members.find(
-        {"_id": {"$in": world.members}}, {"points_balance": 1})}
-    ledger = shop.db("member").ledger.count_documents({"member_id": {"$in": world.members}})
-    analytics = {a["_id"]: (a.get("paid_total"), a.get("refunded")) for a in shop.db("analytics").orders.find(
-        {"_id": {"$in": list(orders)}})}
-    shipments = {s["_id"]: s["status"] for s in shop.db("fulfillment").shipments.find(
-        {"order_id": {"$in": list(orders)}})}
-    messages = shop.db("marketing").messages.count_documents({"member_id": {"$in": world.members}})
-    return {"orders": orders, "stock": stock, "coupon": coupon, "points": points, "ledger": ledger,
-            "analytics": analytics, "shipments": shipments, "messages": messages}
+    raise NotDrained(f"not at rest after {time.monotonic() - started:.0f}s: {left}")
 
 
 # ---------------------------------------------------------------- re-delivery of published events
 
 def republish_shuffled(shop: Shop, window: int = 20, seed_value: int | None = None,
-                       since=None, until=None) -> int:
+                       since=None, until=None) -> list[dict]:
     """Publish every published outbox row of every service again, exactly as the
     relay would (same envelope, same event id), in an order shuffled within
-    windows of `window` events. Returns how many envelopes were re-published."""
+    windows of `window` events. Returns the envelopes re-published."""
     from nameko.amqp.publish import Publisher
 
     from shared.topology import event_exchange
@@ -896,7 +829,8 @@ def republish_shuffled(shop: Shop, window: int = 20, seed_value: int | None = No
     rng = random.Random(seed_value)
     rows = []
     for name in SERVICES:
-        query = {"pending": {"$exists": False}}
+        # published rows carry published_at (both before and after the outbox's `state` field)
+        query: dict = {"published_at": {"$exists": True}}
         if since is not None or until is not None:
             query["published_at"] = {k: v for k, v in (("$gte", since), ("$lt", until)) if v is not None}
         rows += list(shop.db(name).outbox.find(query).sort("created_at", 1))
@@ -913,4 +847,4 @@ def republish_shuffled(shop: Shop, window: int = 20, seed_value: int | None = No
                           routing_key=envelope["event_type"], declare=[event_exchange(envelope["source"])],
                           extra_headers={"nameko.correlation_id": envelope.get("correlation_id") or ""},
                           message_id=envelope["event_id"])
-    return len(shuffled)
+    return shuffled
