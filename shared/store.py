@@ -125,6 +125,7 @@ def _record_handling(db, session, handling: dict, tx: Tx) -> bool:
             return False  # later transactions of a batch handler carry no inbox rows
         handling["steps"] = 1
         tx.fresh = inbox.record_batch(db, session, consumer, handling["batch"])
+        handling["fresh_ids"] = {e["event_id"] for e in tx.fresh}
         return False
     step = handling["steps"]
     handling["steps"] += 1

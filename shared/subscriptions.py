@@ -33,6 +33,7 @@ from nameko.messaging import HeaderDecoder, QueueConsumer
 
 from shared import failures, metrics
 from shared.config import settings_of
+from shared.context import current_event
 from shared.events.base import Envelope
 from shared.inbox import DuplicateEvent
 from shared.logs import get_logger
@@ -406,8 +407,17 @@ class BatchHandlerEntrypoint(RoutedEntrypoint):
     def handle_result(self, items, worker_ctx, result=None, exc_info=None):
         service = self.container.service_name
         if exc_info is None:
+            handling = current_event.get()  # still the worker's: teardown comes after
+            fresh = set(handling.get("fresh_ids") or ()) if handling and "fresh_ids" in handling else None
             for body, message in items:
-                metrics.EVENTS_CONSUMED.labels(service, body.get("event_type", "?"), "ok").inc()
+                event_type = body.get("event_type", "?")
+                if fresh is not None and body.get("event_id") not in fresh:
+                    metrics.EVENTS_DUPLICATE.labels(service, event_type).inc()
+                    metrics.EVENTS_CONSUMED.labels(service, event_type, "duplicate").inc()
+                else:  # applied now (a second copy in the same batch is a duplicate)
+                    if fresh is not None:
+                        fresh.discard(body.get("event_id"))
+                    metrics.EVENTS_CONSUMED.labels(service, event_type, "ok").inc()
                 self.router.queue_consumer.ack_message(message)
         elif len(items) > 1:
             log.warning("event_batch_failed_split", size=len(items), error=type(exc_info[1]).__name__)
@@ -449,8 +459,6 @@ def handles_batch(max_size: int = 500, max_wait: float = 0.05):
 
 
 def _skip_duplicates(fn):
-    from shared.context import current_event
-
     @functools.wraps(fn)
     def wrapper(self, envelope):
         try:

@@ -277,6 +277,7 @@ def test_a_batch_handler_applies_each_event_once_and_isolates_a_poison_event(sta
     events = [make_envelope("order", "order_confirmed", {"order_id": uid("ord")}) for _ in range(120)]
     poison = make_envelope("order", "order_confirmed", {"order_id": uid("poison")})
     before = dead_letter_depth(amqp_uri, "analytics")
+    duplicates_before = _duplicates(analytics, "order_confirmed")
     for envelope in events[:60] + [poison] + events[60:] + events[:20]:  # and 20 redelivered
         publish_event(amqp_uri, envelope)
     wait_for(lambda: db.batched.count_documents({}) == 120, timeout=30, what="every event folded")
@@ -285,5 +286,8 @@ def test_a_batch_handler_applies_each_event_once_and_isolates_a_poison_event(sta
     assert db.batched.count_documents({}) == 120
     assert len(db.batched.distinct("event_id")) == 120
     assert db.batched.find_one(sort=[("batch_size", -1)])["batch_size"] > 1  # batches formed
+    # every redelivered copy was suppressed by the batch's inbox, and counted as such
+    wait_for(lambda: _duplicates(analytics, "order_confirmed") - duplicates_before >= 20,
+             what="the redelivered copies counted as duplicates")
     with Connection(amqp_uri) as conn:
         conn.default_channel.queue_purge("evt--analytics.dlq")
