@@ -38,7 +38,7 @@ class OutboxBench:
                 # one state document per event: concurrent writers never conflict
                 tx.db.stock.insert_one({"_id": f"p{i}", "on_hand": 1}, session=tx.session)
                 tx.emit(EVENT, {"product_id": f"prd_bench{i % 50}", "delta": 1, "reason": "bench",
-                                "on_hand": 1, "available": 1, "version": i + 1})
+                                "on_hand": 1, "available": 1, "version": abs(i) + 1})
 
 
 def _count_delivered(amqp_uri: str, expected: int, timeout: float) -> float | None:
