@@ -11,7 +11,7 @@ import os
 import pytest
 
 from shared import devstack
-from tests.chaos.harness import Infra, Shop, kpis, log, seed, write_summary
+from tests.chaos.harness import Infra, Shop, log, write_summary
 
 
 def pytest_collection_modifyitems(config, items):
@@ -45,12 +45,5 @@ def shop(cluster, tmp_path_factory):
     shop.stop()
 
 
-@pytest.fixture
-def world(shop):
-    shop.wait_all_ready()
-    return seed(shop)
-
-
-@pytest.fixture
-def kpis_before(shop, world):
-    return kpis(shop)
+# The same world and KPI baseline as the single-node crash tests, on this module's shop.
+from tests.chaos.conftest import kpis_before, world  # noqa: E402,F401
