@@ -14,14 +14,13 @@ import os
 import shutil
 import subprocess
 import time
-import urllib.error
-import urllib.request
 import uuid
 
 import pytest
 
 from shared import devstack
 from tests.deploy.conftest import DEPLOY, ROOT, SERVICES, by_name
+from tests.deploy.test_local_probes import get
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("RUN_IMAGE_TESTS") != "1",
@@ -55,13 +54,7 @@ def image():
 
 
 def ready(port: int) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=3) as resp:
-            return resp.status
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return 0
+    return get(port, "/health/ready")
 
 
 def test_image_runs_as_its_non_root_user(image):
