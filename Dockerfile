@@ -19,6 +19,8 @@ RUN python3 -m venv /opt/venv \
     && /opt/venv/bin/pip install --no-index --find-links /wheels -r /wheels/runtime.txt
 COPY shared/ /app/shared/
 COPY services/ /app/services/
+# tools/: admin runs as every Deployment's init container (declare).
+COPY tools/ /app/tools/
 # The root filesystem is read-only at run time: compile bytecode now.
 RUN /opt/venv/bin/python -m compileall -q /app /opt/venv/lib
 

@@ -161,7 +161,7 @@ def run(args) -> object:
     if args.group == "declare":
         return {"declared": admin.declare(settings.amqp_uri, None, settings.delivery_limit)}
 
-    from shared.client import connect
+    from tools.client import connect
 
     with connect(timeout=args.timeout) as rpc:
         if args.group == "call":

@@ -207,10 +207,10 @@ def main(argv=None) -> int:
                         help="on Ctrl-C stop only the demo, leave the stack running")
     args = parser.parse_args(argv)
 
-    from shared.client import connect
     from shared.config import DEFAULT_PORTS, Settings
     from shared.errors import ShopError
     from shared.seed import seed
+    from tools.client import connect
 
     settings = Settings.from_env("analytics")
     analytics = default_analytics_url()

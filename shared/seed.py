@@ -110,7 +110,7 @@ def seed(rpc=None, *, amqp_uri: str | None = None, timeout: float = 15.0, member
     """Create the demo world through RPC and return what the traffic generator
     needs (plain JSON-safe dict). Opens its own connection unless `rpc` is given."""
     if rpc is None:
-        from shared.client import connect
+        from tools.client import connect
 
         with connect(amqp_uri, timeout=timeout) as client:
             return seed(client, members=members, run_id=run_id, rng_seed=rng_seed, say=say)

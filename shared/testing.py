@@ -102,7 +102,7 @@ def start_service(settings_for):
 
 @pytest.fixture
 def rpc(amqp_uri):
-    from shared.client import connect
+    from tools.client import connect
 
     with connect(amqp_uri, timeout=15) as client:
         yield client

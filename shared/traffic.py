@@ -276,7 +276,7 @@ class Traffic:
 
     # -- plumbing ---------------------------------------------------------------------
     def _connect(self):
-        from shared.client import connect
+        from tools.client import connect
 
         return connect(self.amqp_uri, timeout=self.timeout)
 

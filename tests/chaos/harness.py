@@ -207,7 +207,7 @@ class Rpc:
         self._client = None
 
     def _open(self):
-        from shared.client import connect
+        from tools.client import connect
 
         if self._client is None:
             self._cm = connect(self.amqp_uri, timeout=self.timeout)

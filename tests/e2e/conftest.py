@@ -7,8 +7,8 @@ import uuid
 import pytest
 
 from shared import devstack
-from shared.client import connect
 from tests.support.suite import InProcessSuite
+from tools.client import connect
 
 # Business settings for the flows. Quiet hours are off so a campaign sends whatever the clock
 # says; expiry is long so no order expires under a slow machine; the order timer stays on

@@ -48,6 +48,6 @@ def test_seed_then_bounded_traffic_places_and_completes_orders(suite, amqp_uri):
 
 
 def suite_rpc(amqp_uri):
-    from shared.client import connect
+    from tools.client import connect
 
     return connect(amqp_uri, timeout=15)

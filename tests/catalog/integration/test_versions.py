@@ -39,7 +39,7 @@ def test_each_change_moves_the_version_once(catalog, db, rpc):
 
 
 def test_concurrent_changes_move_the_version_once_each(catalog, db, rpc, events, amqp_uri):
-    from shared.client import connect
+    from tools.client import connect
 
     product = rpc.catalog.create_product(product_payload(stock=100, low_stock_threshold=0))
     pid = product["id"]

@@ -7,11 +7,11 @@ from datetime import timedelta
 import eventlet
 import pytest
 
-from shared.client import connect
 from shared.clock import to_iso, utcnow
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.testing import publish_event, store_of, wait_for
 from tests.marketing.conftest import FakeMember, FakeOrder
+from tools.client import connect
 
 START = "2026-01-01T00:00:00Z"
 

@@ -155,7 +155,7 @@ def test_redeem_is_idempotent_by_request_id(member_service, rpc, events):
 
 
 def test_concurrent_redemptions_never_go_below_zero(member_service, rpc, events, amqp_uri):
-    from shared.client import connect
+    from tools.client import connect
 
     _, db = member_service
     mid = rpc.member.register_member(member_payload())["id"]

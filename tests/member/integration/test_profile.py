@@ -76,7 +76,7 @@ def test_duplicate_email_is_a_conflict_even_with_other_case(member_service, rpc)
 def test_concurrent_registrations_of_one_email_make_one_member(member_service, amqp_uri):
     import eventlet
 
-    from shared.client import connect
+    from tools.client import connect
 
     _, db = member_service
     email = f"{uid('race')}@example.com"

@@ -35,7 +35,7 @@ def test_each_change_moves_the_version_once(member_service, rpc):
 
 
 def test_racing_changes_move_the_version_once_each(member_service, rpc, events, amqp_uri):
-    from shared.client import connect
+    from tools.client import connect
 
     _, db = member_service
     mid = rpc.member.register_member(member_payload(consent={}))["id"]

@@ -129,7 +129,7 @@ def test_bad_input_names_the_problem_and_writes_nothing(stack, rpc, change, fiel
 
 
 def test_same_idempotency_key_under_concurrent_retries_makes_one_order(stack, rpc, amqp_uri):
-    from shared.client import connect
+    from tools.client import connect
 
     s = stack()
     db = store_of(s["order"])
