@@ -94,7 +94,7 @@ lint: install
 	$(BIN)/ruff check .
 
 declare: install
-	$(BIN)/python -m shared.admin declare
+	$(BIN)/python -m tools.admin declare
 
 clean: down
 	rm -rf .run

@@ -208,7 +208,7 @@ def up(timeout: float, cluster: bool = False) -> None:
         amqp_uri = ensure_broker(state)
     env = dict(os.environ, MONGO_URI=mongo_uri, AMQP_URI=amqp_uri, PYTHONUNBUFFERED="1",
                **secret_env(local_secrets()))
-    subprocess.run([sys.executable, "-m", "shared.admin", "declare"], env=env, check=True,
+    subprocess.run([sys.executable, "-m", "tools.admin", "declare"], env=env, check=True,
                    cwd=ROOT, stdout=subprocess.DEVNULL)
     (RUN / "logs").mkdir(parents=True, exist_ok=True)
     services = state.setdefault("services", {})

@@ -117,7 +117,7 @@ def deployment(service: str) -> dict:
     init = {
         "name": "declare-topology",
         # Idempotent: the service's event queue, its bindings and dead-letter queue.
-        "command": ["python", "-m", "shared.admin", "declare", service],
+        "command": ["python", "-m", "tools.admin", "declare", service],
         **common,
         "resources": {"requests": {"cpu": "50m", "memory": "128Mi"},
                       "limits": {"cpu": "500m", "memory": "256Mi"}},
@@ -286,8 +286,8 @@ def mongo_pods(service: str) -> dict:
 
 def sources_consumed(service: str) -> list[str]:
     """The event exchanges `service` binds its queue to: the catalog's
-    subscriptions plus its handlers' (shared.admin.handled_by)."""
-    from shared.admin import handled_by
+    subscriptions plus its handlers' (tools.admin.handled_by)."""
+    from tools.admin import handled_by
 
     return sorted(topology.sources_consumed(service, handled_by(service)))
 

@@ -256,7 +256,7 @@ def reconcile(shop, world, stream, kpis_before: dict | None = None, name: str = 
     problems += [f"service {label} exited (code {code}): {tail}" for label, code, tail in shop.exited()]
     dlq = {k: v for k, v in shop.dlq_depths().items() if v}
     if dlq:
-        from shared.admin import list_dead_letters
+        from tools.admin import list_dead_letters
 
         for queue in dlq:
             service = queue.split("--", 1)[1].rsplit(".", 1)[0]

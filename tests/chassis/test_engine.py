@@ -12,7 +12,6 @@ from pymongo.client_session import ClientSession
 from pymongo.errors import ConnectionFailure
 
 from shared import outbox
-from shared.admin import dead_letter_depth, list_dead_letters, replay_dead_letters
 from shared.clock import utcnow
 from shared.errors import Conflict, ServiceUnavailable, ValidationFailed
 from shared.events.base import spec_for
@@ -24,6 +23,7 @@ from shared.testing import make_envelope, publish_event, store_of, wait_for
 from shared.topology import event_exchange
 from tests.chassis.example import ExampleAnalytics, ExampleInventory
 from tests.chassis.test_chassis_integration import order_placed
+from tools.admin import dead_letter_depth, list_dead_letters, replay_dead_letters
 
 
 def uid(prefix="p"):

@@ -9,9 +9,9 @@ import uuid
 import requests
 
 from shared import devstack
-from shared.admin import declare
 from shared.testing import publish_event, wait_for
 from tests.chassis.test_chassis_integration import order_placed
+from tools.admin import declare
 
 
 def test_declare_is_idempotent_and_creates_every_consumer_queue(amqp_uri):

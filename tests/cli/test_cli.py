@@ -6,7 +6,7 @@ from datetime import timedelta
 import pytest
 
 from services.catalog.service import CatalogService
-from shared.cli import build_parser, main, parse_since, render
+from tools.cli import build_parser, main, parse_since, render
 
 
 def test_since_takes_a_number_and_a_unit():

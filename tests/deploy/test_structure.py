@@ -57,10 +57,10 @@ def test_each_deployment_runs_the_command_that_starts_its_service(rendered, over
         main = next(c for c in spec["containers"] if c["name"] == name)
         assert main["command"] + main.get("args", []) == ["python", "-m", "shared.run", name]
         init = spec["initContainers"][0]
-        assert init["command"] == ["python", "-m", "shared.admin", "declare", name]
+        assert init["command"] == ["python", "-m", "tools.admin", "declare", name]
         # Same image: the service is chosen by command only.
         assert init["image"] == main["image"] and ":" in main["image"]
-        assert (ROOT / "shared" / "run.py").exists() and (ROOT / "shared" / "admin.py").exists()
+        assert (ROOT / "shared" / "run.py").exists() and (ROOT / "tools" / "admin.py").exists()
         if (ROOT / "services" / name / "service.py").exists():
             from shared.run import service_class
             assert service_class(name).name == name

@@ -14,10 +14,10 @@ import re
 import sys
 from datetime import timedelta
 
-from shared import admin
 from shared.clock import to_iso, utcnow
 from shared.config import Settings
 from shared.errors import ShopError
+from tools import admin
 
 # (service, verb) → (rpc method, positional argument names, help)
 COMMANDS = {

@@ -1,9 +1,9 @@
 """Operator commands for the broker topology and dead letters.
 
-    python -m shared.admin declare [SERVICE ...]     idempotent; all consumers by default
-    python -m shared.admin dlq list SERVICE [--limit N] [--json]
-    python -m shared.admin dlq replay SERVICE [--limit N]
-    (outbox list|retry: `shop outbox ...`, shared/cli.py)
+    python -m tools.admin declare [SERVICE ...]     idempotent; all consumers by default
+    python -m tools.admin dlq list SERVICE [--limit N] [--json]
+    python -m tools.admin dlq replay SERVICE [--limit N]
+    (outbox list|retry: `shop outbox ...`, tools/cli.py)
 
 Replay sends each dead-lettered message back to that service's own queue
 only (not to its other consumers), then removes it from the dead-letter queue."""
@@ -128,7 +128,7 @@ def retry_outbox(service: str, event_ids: list[str] | None = None) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m shared.admin", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.admin", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     p_declare = sub.add_parser("declare", help="declare every event queue, binding and dead-letter queue")
     p_declare.add_argument("services", nargs="*")
