@@ -19,13 +19,13 @@ $(STAMP): pyproject.toml requirements.lock
 	touch $(STAMP)
 
 up: install
-	$(BIN)/python -m shared.stack up
+	$(BIN)/python -m tools.stack up
 
 down:
-	@if [ -x $(BIN)/python ]; then $(BIN)/python -m shared.stack down; fi
+	@if [ -x $(BIN)/python ]; then $(BIN)/python -m tools.stack down; fi
 
 status: install
-	$(BIN)/python -m shared.stack status
+	$(BIN)/python -m tools.stack status
 
 run: up
 	$(BIN)/python -m shared.demo

@@ -25,8 +25,8 @@ import uuid  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from bench import chassis, raw, saga  # noqa: E402
-from shared import devstack  # noqa: E402
 from tests.chaos.harness import Infra  # noqa: E402
+from tools import devstack  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGETS = {  # issue 13, on 2 cores

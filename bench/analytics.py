@@ -40,7 +40,7 @@ from zoneinfo import ZoneInfo
 from pymongo import MongoClient
 
 from services.analytics import domain, queries, store
-from shared import devstack
+from tools import devstack
 
 TZ = ZoneInfo("Asia/Shanghai")
 END = datetime(2026, 11, 30, 16, tzinfo=timezone.utc)  # local midnight, 1 Dec 2026

@@ -15,10 +15,10 @@ from nameko.testing.services import dummy, entrypoint_hook
 from pymongo import MongoClient
 
 from bench.raw import amqp_connection
-from shared import devstack
 from shared.config import Settings
 from shared.store import Store
 from shared.topology import service_queue_name
+from tools import devstack
 
 SOURCE = "catalog"      # a real producer, so the event passes its schema and has consumers
 EVENT = "stock_adjusted"

@@ -17,10 +17,10 @@ from shared.green import patch
 
 patch()
 
-from shared import devstack  # noqa: E402
 from shared.clock import to_iso, utcnow  # noqa: E402
 from shared.config import env_float, env_int  # noqa: E402
 from shared.traffic import ProgressPrinter, default_analytics_url, run_traffic  # noqa: E402
+from tools import devstack  # noqa: E402
 
 KPI_ROWS = [
     ("sessions", "Sessions", "int"),
@@ -187,7 +187,7 @@ def report(rpc, data: dict, stats: dict, start: str, currency: str, dashboard: s
 
 
 def stop_stack() -> None:
-    from shared import stack
+    from tools import stack
 
     err("\nInterrupted: stopping the demo and the stack it started (make down)...")
     stack.down()

@@ -19,8 +19,8 @@ import uuid
 
 import pytest
 
-from shared import devstack
 from shared.config import Settings
+from tools import devstack
 
 
 def wait_for(check, timeout: float = 15, interval: float = 0.05, what: str = "condition"):

@@ -664,7 +664,7 @@ def default_track_key() -> tuple[str, str] | None:
     if ":" in raw:
         key_id, _, secret = raw.partition(":")
         return key_id, secret
-    from shared.stack import SECRETS, local_secrets
+    from tools.stack import SECRETS, local_secrets
 
     if SECRETS.exists():
         keys = local_secrets()

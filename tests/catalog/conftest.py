@@ -8,11 +8,11 @@ import uuid
 import pytest
 from nameko.amqp.publish import Publisher
 
-from shared import devstack
 from shared.config import Settings
 from shared.outbox import build_envelope
 from shared.testing import store_of
 from shared.topology import event_exchange
+from tools import devstack
 
 
 def uid(prefix: str) -> str:

@@ -36,7 +36,6 @@ import pymongo
 import requests
 from kombu import Connection
 
-from shared import devstack
 from shared.clock import to_iso, utcnow
 from shared.errors import Conflict, NotFound, ShopError, ValidationFailed
 from shared.topology import dead_letter_queue_name, service_queue_name
@@ -55,6 +54,7 @@ from tests.chaos.reconcile import (  # noqa: F401  (the harness's public surface
     write_summary,
 )
 from tests.support.suite import ROOT, SERVICES, ProcessSuite
+from tools import devstack
 
 CONSUMERS = SERVICES  # every service has an event queue (analytics consumes all)
 

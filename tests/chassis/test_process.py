@@ -8,9 +8,9 @@ import uuid
 
 import requests
 
-from shared import devstack
 from shared.testing import publish_event, wait_for
 from tests.chassis.test_chassis_integration import order_placed
+from tools import devstack
 from tools.admin import declare
 
 

@@ -10,8 +10,8 @@ import os
 
 import pytest
 
-from shared import devstack
 from tests.chaos.harness import Infra, Shop, log, write_summary
+from tools import devstack
 
 
 def pytest_collection_modifyitems(config, items):

@@ -12,8 +12,8 @@ import time
 import eventlet
 import pytest
 
-from shared import devstack
 from tests.chaos.harness import Driver, OrderStream, drain, log, reconcile
+from tools import devstack
 
 
 def leader_other_than(cluster, queue: str, dead: str) -> str | None:

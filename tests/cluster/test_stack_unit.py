@@ -1,6 +1,6 @@
 """Pure parts of the local stack: what `make up` does without a broker, and
 failover URIs on a virtual host."""
-from shared import devstack, stack
+from tools import devstack, stack
 
 
 def test_without_a_broker_root_with_apt_installs_else_prints_the_command():

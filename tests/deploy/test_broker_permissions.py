@@ -22,7 +22,7 @@ import pytest
 from amqp.exceptions import AccessRefused
 from kombu import Connection, Exchange, Producer
 
-from shared import devstack, topology
+from shared import topology
 from shared.config import Settings
 from shared.errors import ShopError
 from shared.events.base import load_all
@@ -30,6 +30,7 @@ from shared.outbox import OutboxRelay, outgoing
 from shared.publisher import OK
 from shared.testing import make_envelope, wait_for
 from tests.deploy.conftest import ROOT, SERVICES, by_name, of_kind
+from tools import devstack
 from tools.admin import declare, handled_by
 
 # One harmless call each service serves (a typed NotFound is an answer too).

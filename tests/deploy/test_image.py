@@ -18,9 +18,9 @@ import uuid
 
 import pytest
 
-from shared import devstack
 from tests.deploy.conftest import DEPLOY, ROOT, SERVICES, by_name
 from tests.deploy.test_local_probes import get
+from tools import devstack
 
 pytestmark = pytest.mark.skipif(
     os.environ.get("RUN_IMAGE_TESTS") != "1",

@@ -21,8 +21,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from shared import devstack
 from tests.deploy.conftest import ROOT, SERVICES, by_name, of_kind
+from tools import devstack
 
 
 def expand(value: str, env: dict[str, str]) -> str:

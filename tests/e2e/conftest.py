@@ -6,8 +6,8 @@ import uuid
 
 import pytest
 
-from shared import devstack
 from tests.support.suite import InProcessSuite
+from tools import devstack
 from tools.client import connect
 
 # Business settings for the flows. Quiet hours are off so a campaign sends whatever the clock

@@ -14,10 +14,10 @@ from services.fulfillment.service import FulfillmentService
 from services.marketing.service import MarketingService
 from services.member.service import MemberService
 from services.order.service import OrderService
-from shared import devstack
 from shared.config import Settings
 from shared.errors import ValidationFailed
 from shared.testing import store_of
+from tools import devstack
 
 GT = {"$gt": ""}
 WHERE = {"$where": "sleep(1000) || true"}

@@ -20,11 +20,11 @@ import pytest
 import requests
 from hypothesis import HealthCheck, Phase, given, settings
 
-from shared import devstack
 from shared.errors import ShopError, ValidationFailed
 from shared.testing import store_of
 from tests.security import strategies
 from tests.security.conftest import ALL_SERVICES, EXAMPLES, TRACK_SETTINGS, parameters, rpc_entrypoints
+from tools import devstack
 from tools.client import connect
 
 # No shrinking: a failure is reported with the example that found it, and the

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import requests
 
-from shared import devstack
 from shared.config import Settings
+from tools import devstack
 
 SERVICES = ["catalog", "member", "marketing", "order", "fulfillment", "analytics"]
 ROOT = Path(__file__).resolve().parents[2]

@@ -26,8 +26,8 @@ import sys
 import time
 from pathlib import Path
 
-from shared import devstack
 from shared.config import DEFAULT_PORTS, Settings
+from tools import devstack
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / ".run"
@@ -275,7 +275,7 @@ def status() -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m shared.stack", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.stack", description=__doc__.splitlines()[0])
     parser.add_argument("command", choices=["up", "down", "status"])
     parser.add_argument("--timeout", type=float, default=120)
     parser.add_argument("--cluster", action="store_true",
