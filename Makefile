@@ -28,7 +28,7 @@ status: install
 	$(BIN)/python -m tools.stack status
 
 run: up
-	$(BIN)/python -m shared.demo
+	$(BIN)/python -m tools.demo
 
 # The cluster tests (three RabbitMQ nodes, three mongod members, twelve service
 # processes) are their own target: `make test-cluster`.

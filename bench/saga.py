@@ -22,9 +22,9 @@ import requests
 
 from bench.stats import distribution, slope
 from shared.clock import parse_iso, to_iso, utcnow
-from shared.traffic import Pacer
 from tests.chaos.harness import ADDRESS, Infra, Shop, seed
 from tests.support.suite import SERVICES
+from tools.traffic import Pacer
 
 # The crash harness's business settings, with the chassis back at its defaults
 # (the harness sweeps fast and logs only warnings to make crashes visible).

@@ -3,9 +3,9 @@ import secrets
 
 import pytest
 
-from shared.seed import seed
-from shared.traffic import run_traffic
 from tests.support.suite import InProcessSuite
+from tools.seed import seed
+from tools.traffic import run_traffic
 
 # The generator signs POST /track as a server-side caller, with a key made for this run.
 TRACK_KEY = ("traffic-test", secrets.token_urlsafe(24))

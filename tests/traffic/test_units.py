@@ -4,9 +4,9 @@ from collections import Counter
 
 import pytest
 
-from shared import demo, seed, traffic
 from shared.errors import Conflict, ServiceTimeout, ValidationFailed
-from shared.traffic import (
+from tools import demo, seed, traffic
+from tools.traffic import (
     Caller,
     CallFailed,
     Fate,

@@ -8,7 +8,7 @@ Every run uses a fresh run id in SKUs, warehouse codes, coupon and referral
 codes and the experiment key, so seeding twice never collides; earlier demo
 promotions are ended so discounts do not stack up run after run.
 
-    python -m shared.seed [--members 40]      # prints the seed data as JSON
+    python -m tools.seed [--members 40]      # prints the seed data as JSON
 """
 from __future__ import annotations
 
@@ -221,7 +221,7 @@ def main(argv=None) -> None:
     from shared.green import patch
 
     patch()
-    parser = argparse.ArgumentParser(prog="python -m shared.seed", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.seed", description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, default=40)
     parser.add_argument("--amqp-uri", default=None, help="default: AMQP_URI")
     args = parser.parse_args(argv)

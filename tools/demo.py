@@ -3,7 +3,7 @@ traffic for a bounded time with a progress bar, then print the KPI summary and
 the dashboard address. The stack keeps running until `make down`; Ctrl-C
 during the demo stops the demo and the stack.
 
-    python -m shared.demo [--duration 60] [--rate 3] [--workers 8] [--members 40]
+    python -m tools.demo [--duration 60] [--rate 3] [--workers 8] [--members 40]
 
 Environment: DEMO_DURATION, DEMO_RATE, DEMO_WORKERS, DEMO_MEMBERS (flags win)."""
 from __future__ import annotations
@@ -19,8 +19,8 @@ patch()
 
 from shared.clock import to_iso, utcnow  # noqa: E402
 from shared.config import env_float, env_int  # noqa: E402
-from shared.traffic import ProgressPrinter, default_analytics_url, run_traffic  # noqa: E402
 from tools import devstack  # noqa: E402
+from tools.traffic import ProgressPrinter, default_analytics_url, run_traffic  # noqa: E402
 
 KPI_ROWS = [
     ("sessions", "Sessions", "int"),
@@ -194,7 +194,7 @@ def stop_stack() -> None:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m shared.demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=float, default=env_float("DEMO_DURATION", 60.0),
                         help="seconds of simulated shopping (DEMO_DURATION, default 60)")
     parser.add_argument("--rate", type=float, default=env_float("DEMO_RATE", 3.0),
@@ -209,8 +209,8 @@ def main(argv=None) -> int:
 
     from shared.config import DEFAULT_PORTS, Settings
     from shared.errors import ShopError
-    from shared.seed import seed
     from tools.client import connect
+    from tools.seed import seed
 
     settings = Settings.from_env("analytics")
     analytics = default_analytics_url()

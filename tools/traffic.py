@@ -10,10 +10,10 @@ dispatch and delivery, returns and their receipt, customer-service tickets.
 Bounded in time and count, it stops by itself; typed errors (and RPC timeouts)
 are counted by type and never stop it. Returns a stats dict.
 
-    from shared.traffic import run_traffic
+    from tools.traffic import run_traffic
     stats = run_traffic(rate=3, duration=60, workers=8, seed_data=seed(...))
 
-    python -m shared.traffic --rate 3 --duration 60 --workers 8
+    python -m tools.traffic --rate 3 --duration 60 --workers 8
 """
 from __future__ import annotations
 
@@ -691,7 +691,7 @@ def run_traffic(rate: float = 3.0, duration: float = 60.0, workers: int = 8, see
     the placed orders for at most `ops_grace` seconds. Returns the stats dict.
     Needs eventlet monkey patching (`shared.green.patch()`) in the process."""
     if seed_data is None:
-        raise ValueError("seed_data is required (see shared.seed.seed)")
+        raise ValueError("seed_data is required (see tools.seed.seed)")
     if workers < 1 or duration <= 0:
         raise ValueError("workers must be at least 1 and duration positive")
     grace = ops_grace if ops_grace is not None else max(10.0, min(30.0, duration / 2))
@@ -731,13 +731,13 @@ def main(argv=None) -> None:
     from shared.green import patch
 
     patch()
-    parser = argparse.ArgumentParser(prog="python -m shared.traffic", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.traffic", description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=float, default=3.0, help="sessions per second (default 3)")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds of shopping (default 60)")
     parser.add_argument("--workers", type=int, default=8, help="shopper green threads (default 8)")
     parser.add_argument("--max-sessions", type=int, default=None)
     parser.add_argument("--members", type=int, default=40, help="members to seed (default 40)")
-    parser.add_argument("--seed-file", help="JSON written by `python -m shared.seed` (default: seed now)")
+    parser.add_argument("--seed-file", help="JSON written by `python -m tools.seed` (default: seed now)")
     parser.add_argument("--analytics-url", default=None, help="default http://127.0.0.1:8006")
     parser.add_argument("--amqp-uri", default=None, help="default AMQP_URI")
     parser.add_argument("--track-key", default=None,
@@ -747,7 +747,7 @@ def main(argv=None) -> None:
         with open(args.seed_file, encoding="utf-8") as handle:
             data = json.load(handle)
     else:
-        from shared.seed import seed
+        from tools.seed import seed
 
         data = seed(amqp_uri=args.amqp_uri, members=args.members,
                     say=lambda m: print(f"[seed] {m}", file=sys.stderr, flush=True))
