@@ -65,7 +65,7 @@ class HttpEntrypoint(HttpRequestHandler):
         if access not in ("operator", "open", "own"):
             raise ValueError(f"unknown access {access!r} for {method} {url}")
         self.access = access
-        self.openapi = openapi  # this operation's part of docs/openapi.json (shared.openapi)
+        self.openapi = openapi  # this operation's part of docs/openapi.json (tools.openapi)
         super().__init__(method, url, **kwargs)
 
     def handle_request(self, request):

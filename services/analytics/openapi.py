@@ -1,4 +1,4 @@
-"""The OpenAPI fragments of analytics' HTTP endpoints (shared.openapi builds
+"""The OpenAPI fragments of analytics' HTTP endpoints (tools.openapi builds
 docs/openapi.json from them and from the endpoints' registrations)."""
 from __future__ import annotations
 

@@ -12,15 +12,15 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import checks
 
 from services.analytics.service import AnalyticsService
-from shared import openapi
 from shared.auth import track_headers
 from shared.service import ShopService
 from tests.security.conftest import ALL_SERVICES, BROWSER_KEY, HTTP_TOKEN, TRACK_SETTINGS
+from tools import openapi
 
 
 def test_the_openapi_document_is_up_to_date():
     on_disk = openapi.DOCUMENT.read_text(encoding="utf-8")
-    assert on_disk == openapi.render(), "docs/openapi.json is stale: python -m shared.openapi --write"
+    assert on_disk == openapi.render(), "docs/openapi.json is stale: python -m tools.openapi --write"
 
 
 def test_every_http_endpoint_is_in_the_document():

@@ -1,6 +1,6 @@
 """The OpenAPI 3.0 document of every HTTP endpoint of the suite, generated from
 the services' own `@http` registrations (and the `openapi=` fragment each one
-carries), so it cannot drift from the code: `python -m shared.openapi` prints
+carries), so it cannot drift from the code: `python -m tools.openapi` prints
 it, `--write` updates docs/openapi.json, and tests/security checks the file.
 
 The health and metrics endpoints are served by every service on its own port;
@@ -114,7 +114,7 @@ def render() -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m shared.openapi", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.openapi", description=__doc__.splitlines()[0])
     parser.add_argument("--write", action="store_true", help=f"write {DOCUMENT.relative_to(ROOT)}")
     args = parser.parse_args(argv)
     text = render()
