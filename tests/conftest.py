@@ -9,4 +9,4 @@ from kombu.mixins import ConsumerMixin  # noqa: E402
 # a tenth of that keeps each in-process container's teardown short.
 ConsumerMixin.consume.__defaults__ = (None, None, 0.1)
 
-pytest_plugins = ["shared.testing"]
+pytest_plugins = ["tools.testing"]

@@ -10,9 +10,9 @@ from nameko.amqp.publish import Publisher
 
 from shared.config import Settings
 from shared.outbox import build_envelope
-from shared.testing import store_of
 from shared.topology import event_exchange
 from tools import devstack
+from tools.testing import store_of
 
 
 def uid(prefix: str) -> str:

@@ -8,11 +8,11 @@ from pymongo import MongoClient
 
 from shared.errors import NotFound, ServiceTimeout, ValidationFailed
 from shared.store import Tx
-from shared.testing import make_envelope, publish_event, settings_of_container, store_of, wait_for
 from tests.chassis.example import ExampleAnalytics, ExampleInventory
 from tools import devstack
 from tools.admin import dead_letter_depth, list_dead_letters, replay_dead_letters
 from tools.client import connect
+from tools.testing import make_envelope, publish_event, settings_of_container, store_of, wait_for
 
 
 def uid(prefix="p"):

@@ -19,11 +19,11 @@ from shared.failures import failures_of
 from shared.outbox import OutboxRelay
 from shared.routing import ConsumerQueues
 from shared.store import Tx
-from shared.testing import make_envelope, publish_event, store_of, wait_for
 from shared.topology import event_exchange
 from tests.chassis.example import ExampleAnalytics, ExampleInventory
 from tests.chassis.test_chassis_integration import order_placed
 from tools.admin import dead_letter_depth, list_dead_letters, replay_dead_letters
+from tools.testing import make_envelope, publish_event, store_of, wait_for
 
 
 def uid(prefix="p"):

@@ -8,10 +8,10 @@ import uuid
 
 import requests
 
-from shared.testing import publish_event, wait_for
 from tests.chassis.test_chassis_integration import order_placed
 from tools import devstack
 from tools.admin import declare
+from tools.testing import publish_event, wait_for
 
 
 def test_declare_is_idempotent_and_creates_every_consumer_queue(amqp_uri):

@@ -1,7 +1,7 @@
 import uuid
 
-from shared.testing import store_of, wait_for
 from tests.chassis.example import ExampleAnalytics, ExampleInventory
+from tools.testing import store_of, wait_for
 
 
 def test_rpc_then_event_round_trip(start_service, rpc):

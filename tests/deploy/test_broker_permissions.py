@@ -28,10 +28,10 @@ from shared.errors import ShopError
 from shared.events.base import load_all
 from shared.outbox import OutboxRelay, outgoing
 from shared.publisher import OK
-from shared.testing import make_envelope, wait_for
 from tests.deploy.conftest import ROOT, SERVICES, by_name, of_kind
 from tools import devstack
 from tools.admin import declare, handled_by
+from tools.testing import make_envelope, wait_for
 
 # One harmless call each service serves (a typed NotFound is an answer too).
 PROBES = {

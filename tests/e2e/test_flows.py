@@ -10,7 +10,7 @@ import pytest
 
 from shared.clock import to_iso, utcnow
 from shared.errors import NotFound
-from shared.testing import wait_for
+from tools.testing import wait_for
 
 pytestmark = pytest.mark.usefixtures("warehouse")
 

@@ -12,8 +12,8 @@ from services.member.service import MemberService
 from shared.clock import to_iso
 from shared.metrics import REGISTRY
 from shared.outbox import build_envelope
-from shared.testing import store_of
 from shared.topology import event_exchange
+from tools.testing import store_of
 
 # Small numbers so tests read easily: 1 point per 1.00, silver from 1000.00 of
 # paid spend in 30 days, gold from 5000.00, platinum from 20000.00.

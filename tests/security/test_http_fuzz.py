@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from services.analytics.service import AnalyticsService
 from services.analytics.store import TRACKING_TYPES
 from shared.auth import track_headers
-from shared.testing import store_of
 from tests.security import strategies
 from tests.security.conftest import BROWSER_KEY, EXAMPLES, HTTP_TOKEN, TRACK_KEY, TRACK_SETTINGS
+from tools.testing import store_of
 
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None, phases=[Phase.generate],
                 suppress_health_check=list(HealthCheck))

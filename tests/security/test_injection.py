@@ -16,8 +16,8 @@ from services.member.service import MemberService
 from services.order.service import OrderService
 from shared.config import Settings
 from shared.errors import ValidationFailed
-from shared.testing import store_of
 from tools import devstack
+from tools.testing import store_of
 
 GT = {"$gt": ""}
 WHERE = {"$where": "sleep(1000) || true"}

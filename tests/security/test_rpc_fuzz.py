@@ -21,11 +21,11 @@ import requests
 from hypothesis import HealthCheck, Phase, given, settings
 
 from shared.errors import ShopError, ValidationFailed
-from shared.testing import store_of
 from tests.security import strategies
 from tests.security.conftest import ALL_SERVICES, EXAMPLES, TRACK_SETTINGS, parameters, rpc_entrypoints
 from tools import devstack
 from tools.client import connect
+from tools.testing import store_of
 
 # No shrinking: a failure is reported with the example that found it, and the
 # run stays within its budget (shrinking would re-call the service hundreds of times).

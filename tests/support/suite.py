@@ -57,7 +57,7 @@ class InProcessSuite:
         return self
 
     def db(self, name: str):
-        from shared.testing import store_of
+        from tools.testing import store_of
 
         return store_of(self.containers[name])
 

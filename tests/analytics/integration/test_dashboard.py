@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import requests
 
-from shared.testing import wait_for
 from tests.analytics.conftest import envelope
 from tests.analytics.integration import history
 from tests.analytics.integration.test_history import feed, start
+from tools.testing import wait_for
 
 ROOT = Path(__file__).resolve().parents[3]
 ARTIFACTS = Path(os.environ.get("SHOP_TEST_ARTIFACTS", ROOT / ".run" / "artifacts"))

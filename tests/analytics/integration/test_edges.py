@@ -9,9 +9,9 @@ import requests
 from services.analytics import store
 from services.analytics.service import AnalyticsService
 from shared.errors import ValidationFailed
-from shared.testing import store_of, wait_for
 from tests.analytics.conftest import TRACK_SETTINGS, envelope, post_track
 from tests.analytics.integration import history
+from tools.testing import store_of, wait_for
 
 EVENT = {"event_type": "session_started", "event_id": "trk-dup-1", "session_id": "sx",
          "member_id": "mx", "occurred_at": "2026-11-21T02:00:00Z", "referrer": "https://a.example/?u=me"}

@@ -12,10 +12,10 @@ import pytest
 import requests
 
 from services.analytics.service import AnalyticsService
-from shared.testing import store_of, wait_for
 from tests.analytics.conftest import TRACK_SETTINGS, envelope, post_track
 from tests.analytics.integration import history
 from tools import devstack
+from tools.testing import store_of, wait_for
 
 FULL = (datetime(2026, 11, 20, tzinfo=timezone.utc), datetime(2026, 11, 25, tzinfo=timezone.utc))
 DAY1 = (history.T0, history.at(24))

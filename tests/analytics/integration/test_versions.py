@@ -10,8 +10,8 @@ from services.analytics import store
 from services.analytics.service import AnalyticsService
 from shared.clock import utcnow
 from shared.ids import new_id
-from shared.testing import store_of, wait_for
 from tests.analytics.conftest import envelope
+from tools.testing import store_of, wait_for
 
 LISTING = {"sku": "SKU-V", "title": "Tee", "category": "apparel", "currency": "CNY"}
 

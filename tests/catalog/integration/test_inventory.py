@@ -9,7 +9,6 @@ import pytest
 
 from shared.clock import to_iso, utcnow
 from shared.errors import NotFound, ValidationFailed
-from shared.testing import wait_for
 from tests.catalog.conftest import (
     dispatched,
     emitted,
@@ -21,6 +20,7 @@ from tests.catalog.conftest import (
     returned,
     uid,
 )
+from tools.testing import wait_for
 
 
 def published(rpc, **overrides) -> str:

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 
 from shared.errors import Conflict, NotFound, ValidationFailed
-from shared.testing import wait_for
 from tests.catalog.conftest import emitted, inbox_count, product_payload, uid
+from tools.testing import wait_for
 
 
 def test_reviews_moderation_rating_and_erasure(catalog, db, rpc, events):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import eventlet
 
 from shared.errors import Conflict
-from shared.testing import wait_for
 from tests.catalog.conftest import emitted, order_placed, product_payload, uid
+from tools.testing import wait_for
 
 PRODUCT_EVENTS = ("product_created", "product_published", "product_unpublished", "price_changed",
                   "stock_adjusted", "stock_ran_low", "stock_replenished")

@@ -7,7 +7,7 @@ import pytest
 from services.fulfillment.service import FulfillmentService
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.ids import new_id
-from shared.testing import store_of, wait_for
+from tools.testing import store_of, wait_for
 
 WAIT = 30
 

@@ -12,9 +12,9 @@ from shared import metrics
 from shared.clock import utcnow
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.ids import new_id
-from shared.testing import store_of, wait_for
 from tests.fulfillment.conftest import order_paid_data
 from tools.client import connect
+from tools.testing import store_of, wait_for
 
 WAIT = 30
 

@@ -11,8 +11,8 @@ from services.fulfillment.service import FulfillmentService
 from shared.clock import to_iso, utcnow
 from shared.errors import ValidationFailed
 from shared.ids import new_id
-from shared.testing import store_of, wait_for
 from tests.fulfillment.conftest import order_paid_data
+from tools.testing import store_of, wait_for
 
 WAIT = 30
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from shared.errors import ValidationFailed
-from shared.testing import publish_event, store_of, wait_for
 from tests.marketing.conftest import FakeMember, FakeOrder
+from tools.testing import publish_event, store_of, wait_for
 
 QUIET_NIGHT = "2026-11-26T14:00:00Z"  # 22:00 in Asia/Shanghai
 MORNING = "2026-11-27T01:30:00Z"      # 09:30 in Asia/Shanghai

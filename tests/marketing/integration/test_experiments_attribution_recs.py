@@ -6,8 +6,8 @@ from collections import Counter
 import pytest
 
 from shared.errors import Conflict, NotFound, ValidationFailed
-from shared.testing import store_of, wait_for
 from tests.marketing.conftest import FakeMember, FakeOrder
+from tools.testing import store_of, wait_for
 
 
 def test_experiment_assignment_exposure_and_conclusion(marketing, rpc):

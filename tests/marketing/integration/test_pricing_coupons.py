@@ -9,9 +9,9 @@ import pytest
 
 from shared.clock import to_iso, utcnow
 from shared.errors import Conflict, NotFound, ValidationFailed
-from shared.testing import publish_event, store_of, wait_for
 from tests.marketing.conftest import FakeMember, FakeOrder
 from tools.client import connect
+from tools.testing import publish_event, store_of, wait_for
 
 START = "2026-01-01T00:00:00Z"
 

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from shared.clock import to_iso, utcnow
 from shared.ids import new_id
-from shared.testing import make_envelope, publish_event, store_of, wait_for
+from tools.testing import make_envelope, publish_event, store_of, wait_for
 
 WAIT = 30
 LISTING = {"sku": "SKU-1", "title": "Tee", "category": "apparel", "price": 5000, "currency": "CNY"}

@@ -7,7 +7,6 @@ import pytest
 
 from shared.clock import to_iso, utcnow
 from shared.errors import Conflict, ValidationFailed
-from shared.testing import wait_for
 from tests.member.conftest import (
     counter,
     member_payload,
@@ -17,6 +16,7 @@ from tests.member.conftest import (
     outbox_events,
     uid,
 )
+from tools.testing import wait_for
 
 
 def balance(rpc, member_id):

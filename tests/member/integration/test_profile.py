@@ -176,8 +176,8 @@ def test_unknown_channel_names_the_field(member_service, rpc):
 
 
 def test_erasure_leaves_no_personal_data(member_service, rpc, events):
-    from shared.testing import wait_for
     from tests.member.conftest import order_completed
+    from tools.testing import wait_for
 
     _, db = member_service
     email, name, phone = f"{uid('erase')}@Example.com", "Zhang Xiaoming", "+8613912345678"

@@ -5,8 +5,8 @@ import pytest
 
 from shared.clock import to_iso, utcnow
 from shared.errors import ValidationFailed
-from shared.testing import wait_for
 from tests.member.conftest import member_payload, order_paid, order_refunded, outbox_events, uid
+from tools.testing import wait_for
 
 
 def test_upgrade_on_paid_spend_and_downgrade_on_refund(member_service, rpc, events):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import eventlet
 
 from shared.errors import ValidationFailed
-from shared.testing import wait_for
 from tests.member.conftest import member_payload, order_completed, outbox_events, uid
+from tools.testing import wait_for
 
 MEMBER_EVENTS = ("member_registered", "member_consent_changed", "points_earned", "points_redeemed",
                  "tier_changed", "member_erased")

@@ -9,8 +9,8 @@ import pytest
 from shared.clock import to_iso, utcnow
 from shared.errors import Conflict, ValidationFailed
 from shared.ids import new_id
-from shared.testing import store_of, wait_for
 from tests.order.conftest import ADDRESS, FakeMember, publish
+from tools.testing import store_of, wait_for
 
 WAIT = 30
 

@@ -7,8 +7,8 @@ from datetime import timedelta
 from shared.clock import utcnow
 from shared.ids import new_id
 from shared.outbox import build_envelope
-from shared.testing import store_of, wait_for
 from tests.order.conftest import publish
+from tools.testing import store_of, wait_for
 
 WAIT = 30
 LISTING = {"sku": "SKU-1", "title": "Tee", "category": "apparel", "currency": "CNY"}
