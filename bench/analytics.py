@@ -394,7 +394,7 @@ def stream(mongo_uri: str, source: Path, events: int, mongod_pid: int | None = N
     then consumed by its batch handler: events/s from the first to the last stored."""
     from kombu import Connection
 
-    from shared.topology import declare_service, event_exchange
+    from shared.messaging.topology import declare_service, event_exchange
 
     service = ServiceProcess(mongo_uri, source, 500)
     try:

@@ -14,7 +14,7 @@ from nameko.web.handlers import HttpRequestHandler
 from shared import context, logs, metrics
 from shared.config import settings_of
 from shared.errors import ShopError
-from shared.subscriptions import DUPLICATE, RoutedEntrypoint
+from shared.messaging.subscriptions import DUPLICATE, RoutedEntrypoint
 
 log = logs.get_logger("shop.entrypoint")
 

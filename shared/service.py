@@ -15,9 +15,9 @@ from werkzeug.wrappers import Response
 from shared import metrics
 from shared.config import settings_of
 from shared.http import http, json_response
+from shared.messaging.subscriptions import EventRouter
 from shared.observability import Observability
 from shared.store import Store
-from shared.subscriptions import EventRouter
 
 
 class BrokerCheck:

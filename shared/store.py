@@ -19,14 +19,15 @@ from pymongo.errors import ConnectionFailure, OperationFailure
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
-from shared import failures, guard, idempotency, inbox, outbox
+from shared import guard
 from shared.config import settings_of
 from shared.context import current_event
 from shared.errors import ServiceUnavailable
-from shared.inbox import DuplicateEvent
 from shared.logs import get_logger
-from shared.routing import ConsumerQueues
-from shared.topology import consumers_of_source, declare_own_exchange, declare_suite
+from shared.messaging import failures, idempotency, inbox, outbox
+from shared.messaging.inbox import DuplicateEvent
+from shared.messaging.routing import ConsumerQueues
+from shared.messaging.topology import consumers_of_source, declare_own_exchange, declare_suite
 
 log = get_logger(__name__)
 

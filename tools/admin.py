@@ -16,13 +16,18 @@ import sys
 from kombu import Connection, Exchange
 
 from shared.config import Settings
-from shared.topology import dead_letter_queue_name, declare_service, declare_suite, service_queue_name
+from shared.messaging.topology import (
+    dead_letter_queue_name,
+    declare_service,
+    declare_suite,
+    service_queue_name,
+)
 
 
 def handled_by(service: str) -> set[tuple[str, str]]:
     """(source, event_type) of the service class's own handlers, when its code
     is here (the image): the init step then binds exactly what the service will."""
-    from shared.subscriptions import EventHandlerEntrypoint
+    from shared.messaging.subscriptions import EventHandlerEntrypoint
 
     try:
         from shared.run import service_class
@@ -115,14 +120,14 @@ def _service_db(service: str):
 
 
 def list_outbox(service: str, state: str = "parked", limit: int = 50) -> list[dict]:
-    from shared import outbox
+    from shared.messaging import outbox
 
     return outbox.list_rows(_service_db(service), state, limit)
 
 
 def retry_outbox(service: str, event_ids: list[str] | None = None) -> int:
     """Parked rows become due now; the service's relay sweep publishes them."""
-    from shared import outbox
+    from shared.messaging import outbox
 
     return outbox.retry_parked(_service_db(service), event_ids)
 

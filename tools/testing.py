@@ -126,7 +126,7 @@ def publish_event(amqp_uri: str, envelope: dict) -> None:
     """Publish an envelope exactly as a producer's outbox relay would."""
     from nameko.amqp.publish import Publisher
 
-    from shared.topology import event_exchange
+    from shared.messaging.topology import event_exchange
 
     exchange = event_exchange(envelope["source"])
     Publisher(amqp_uri, use_confirms=True, mandatory=True).publish(
@@ -136,7 +136,7 @@ def publish_event(amqp_uri: str, envelope: dict) -> None:
 
 def make_envelope(source: str, event_type: str, data: dict, **fields) -> dict:
     """A valid envelope for `data` (validated against the event's schema)."""
-    from shared.outbox import build_envelope
+    from shared.messaging.outbox import build_envelope
 
     envelope = build_envelope(source, event_type, data)
     envelope.update(fields)

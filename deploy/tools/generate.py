@@ -22,7 +22,7 @@ ROOT = K8S.parent.parent
 sys.path.insert(0, str(ROOT))
 warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
-from shared import topology  # noqa: E402  (the chassis' own names and bindings)
+from shared.messaging import topology  # noqa: E402  (the chassis' own names and bindings)
 
 SERVICES = ["catalog", "order", "fulfillment", "member", "marketing", "analytics"]
 SOURCES = SERVICES  # every service publishes on `<service>.events`
@@ -299,7 +299,7 @@ def permissions(service: str) -> dict[str, str]:
     queue.bind write on the queue and read on the exchange; basic.publish write
     on the exchange; basic.consume/get read on the queue; a passive declare
     nothing). tests/deploy/test_broker_permissions.py runs all of it as this user.
-      - its event queue, DLX and DLQ (shared.topology.declare_service);
+      - its event queue, DLX and DLQ (shared.messaging.topology.declare_service);
       - rpc-<service> and rpc.reply-<service>-<uuid4> (nameko), nameko-rpc;
       - its own <service>.events (declared, published on);
       - the <source>.events of what it consumes (declared if missing, bound from)."""

@@ -13,7 +13,7 @@ from shared import metrics
 from shared.clock import utcnow
 from shared.config import settings_of
 from shared.logs import get_logger
-from shared.topology import consuming_services, dead_letter_queue_name
+from shared.messaging.topology import consuming_services, dead_letter_queue_name
 
 log = get_logger(__name__)
 

@@ -19,11 +19,11 @@ from shared.errors import ShopError, ValidationFailed
 from shared.guard import Choice, Id, Int, Text, When
 from shared.http import error_response, http
 from shared.logs import get_logger
+from shared.messaging.rpc import rpc
+from shared.messaging.subscriptions import handles_batch
 from shared.retry import call_with_retries
-from shared.rpc import rpc
 from shared.service import ShopService, json_response
 from shared.store import Store
-from shared.subscriptions import handles_batch
 from shared.validation import load
 
 log = get_logger(__name__)

@@ -21,9 +21,9 @@ from shared.config import env_float, env_int
 from shared.errors import ValidationFailed
 from shared.guard import Id, Int, Items, Page, PageSize, Payload, Text, When
 from shared.logs import get_logger
-from shared.rpc import rpc
+from shared.messaging.rpc import rpc
+from shared.messaging.subscriptions import handles
 from shared.service import ShopService
-from shared.subscriptions import handles
 from shared.validation import load
 
 log = get_logger(__name__)

@@ -9,10 +9,10 @@ from services.fulfillment.store import INDEXES
 from shared.clock import parse_iso, utcnow
 from shared.guard import Bool, Id, Objects, Page, PageSize, Payload, Text, When
 from shared.logs import get_logger
-from shared.rpc import rpc
+from shared.messaging.rpc import rpc
+from shared.messaging.subscriptions import handles
 from shared.service import ShopService
 from shared.store import Store
-from shared.subscriptions import handles
 from shared.validation import load
 
 log = get_logger(__name__)

@@ -27,10 +27,10 @@ from shared.clock import parse_iso, utcnow
 from shared.errors import ValidationFailed
 from shared.guard import Id, Int, Objects, Payload, Text, When
 from shared.logs import get_logger
-from shared.rpc import RpcClient, rpc
+from shared.messaging.rpc import RpcClient, rpc
+from shared.messaging.subscriptions import handles
 from shared.service import ShopService
 from shared.store import Store
-from shared.subscriptions import handles
 
 log = get_logger(__name__)
 

@@ -16,11 +16,11 @@ from shared.errors import Conflict
 from shared.guard import Bool, Id, Int, Items, Page, PageSize, Payload, Text, When
 from shared.ids import new_id
 from shared.logs import get_logger
+from shared.messaging.rpc import rpc
+from shared.messaging.subscriptions import handles
 from shared.retry import is_transient
-from shared.rpc import rpc
 from shared.service import ShopService
 from shared.store import Store
-from shared.subscriptions import handles
 from shared.validation import load
 
 log = get_logger(__name__)

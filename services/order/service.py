@@ -20,11 +20,11 @@ from services.order.workflow import OrderWorkflow
 from shared.clock import utcnow
 from shared.guard import Id, Objects, Page, PageSize, Payload, Text, When
 from shared.logs import get_logger
+from shared.messaging.rpc import RpcClient, rpc
+from shared.messaging.subscriptions import handles
 from shared.readmodel import version_of
-from shared.rpc import RpcClient, rpc
 from shared.service import ShopService
 from shared.store import Store
-from shared.subscriptions import handles
 from shared.validation import load
 
 log = get_logger(__name__)

@@ -11,7 +11,7 @@ from nameko.amqp.publish import Publisher
 from shared.auth import track_headers
 from shared.clock import to_iso
 from shared.ids import new_id
-from shared.topology import event_exchange
+from shared.messaging.topology import event_exchange
 
 # A server-side tracking key made up for this test run (never a fixed secret).
 TRACK_KEY = ("test-backend", secrets.token_urlsafe(24))

@@ -9,8 +9,8 @@ import pytest
 from nameko.amqp.publish import Publisher
 
 from shared.config import Settings
-from shared.outbox import build_envelope
-from shared.topology import event_exchange
+from shared.messaging.outbox import build_envelope
+from shared.messaging.topology import event_exchange
 from tools import devstack
 from tools.testing import store_of
 

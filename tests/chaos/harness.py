@@ -38,7 +38,7 @@ from kombu import Connection
 
 from shared.clock import to_iso, utcnow
 from shared.errors import Conflict, NotFound, ShopError, ValidationFailed
-from shared.topology import dead_letter_queue_name, service_queue_name
+from shared.messaging.topology import dead_letter_queue_name, service_queue_name
 from tests.chaos import ledger as ledger_rules
 from tests.chaos.ledger import Ledger
 from tests.chaos.reconcile import (  # noqa: F401  (the harness's public surface)
@@ -824,7 +824,7 @@ def republish_shuffled(shop: Shop, window: int = 20, seed_value: int | None = No
     windows of `window` events. Returns the envelopes re-published."""
     from nameko.amqp.publish import Publisher
 
-    from shared.topology import event_exchange
+    from shared.messaging.topology import event_exchange
 
     rng = random.Random(seed_value)
     rows = []

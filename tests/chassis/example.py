@@ -16,10 +16,10 @@ from shared.errors import NotFound, ValidationFailed
 from shared.guard import Id, Int, Text
 from shared.http import http, json_response
 from shared.logs import get_logger
-from shared.rpc import RpcClient, rpc
+from shared.messaging.rpc import RpcClient, rpc
+from shared.messaging.subscriptions import handles, handles_batch
 from shared.service import ShopService
 from shared.store import Store
-from shared.subscriptions import handles, handles_batch
 from shared.validation import load
 
 log = get_logger(__name__)

@@ -11,15 +11,15 @@ from pymongo import MongoClient
 from pymongo.client_session import ClientSession
 from pymongo.errors import ConnectionFailure
 
-from shared import outbox
 from shared.clock import utcnow
 from shared.errors import Conflict, ServiceUnavailable, ValidationFailed
 from shared.events.base import spec_for
-from shared.failures import failures_of
-from shared.outbox import OutboxRelay
-from shared.routing import ConsumerQueues
+from shared.messaging import outbox
+from shared.messaging.failures import failures_of
+from shared.messaging.outbox import OutboxRelay
+from shared.messaging.routing import ConsumerQueues
+from shared.messaging.topology import event_exchange
 from shared.store import Tx
-from shared.topology import event_exchange
 from tests.chassis.example import ExampleAnalytics, ExampleInventory
 from tests.chassis.test_chassis_integration import order_placed
 from tools.admin import dead_letter_depth, list_dead_letters, replay_dead_letters
@@ -31,7 +31,7 @@ def uid(prefix="p"):
 
 
 def consuming(container):
-    from shared.subscriptions import EventRouter
+    from shared.messaging.subscriptions import EventRouter
 
     routers = [e for e in container.subextensions if isinstance(e, EventRouter)]
     return all(router.consuming for router in routers)

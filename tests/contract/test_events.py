@@ -198,7 +198,7 @@ def test_every_handler_is_declared_as_a_consumer():
     import importlib
     from pathlib import Path
 
-    from shared.subscriptions import EventHandlerEntrypoint
+    from shared.messaging.subscriptions import EventHandlerEntrypoint
 
     services = Path(__file__).resolve().parents[2] / "services"
     missing = []

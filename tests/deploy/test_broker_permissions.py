@@ -22,12 +22,12 @@ import pytest
 from amqp.exceptions import AccessRefused
 from kombu import Connection, Exchange, Producer
 
-from shared import topology
 from shared.config import Settings
 from shared.errors import ShopError
 from shared.events.base import load_all
-from shared.outbox import OutboxRelay, outgoing
-from shared.publisher import OK
+from shared.messaging import topology
+from shared.messaging.outbox import OutboxRelay, outgoing
+from shared.messaging.publisher import OK
 from tests.deploy.conftest import ROOT, SERVICES, by_name, of_kind
 from tools import devstack
 from tools.admin import declare, handled_by
@@ -196,7 +196,7 @@ def caller_class(service: str, target: str):
     `rpc.reply-<service>-<uuid>`, as in the pod) holding one RPC client."""
     from nameko.testing.services import dummy
 
-    from shared.rpc import RpcClient
+    from shared.messaging.rpc import RpcClient
 
     method, args = PROBES[target]
 

@@ -6,7 +6,7 @@ import re
 import pytest
 from nameko.rpc import RPC_QUEUE_TEMPLATE, RPC_REPLY_QUEUE_TEMPLATE
 
-from shared import topology
+from shared.messaging import topology
 from tests.deploy.conftest import K8S, OVERLAYS, ROOT, SERVICES, by_name, of_kind
 
 WORKLOADS = ("Deployment",)
@@ -175,8 +175,8 @@ def declared_queues(service: str) -> set[str]:
     if (ROOT / "services" / service / "service.py").exists():
         from nameko.rpc import Rpc
 
+        from shared.messaging.subscriptions import EventHandlerEntrypoint
         from shared.run import service_class
-        from shared.subscriptions import EventHandlerEntrypoint
         cls = service_class(service)
         entrypoints = [e for attr in vars(cls).values() for e in getattr(attr, "nameko_entrypoints", ())]
         if any(isinstance(e, EventHandlerEntrypoint) for e in entrypoints) or \

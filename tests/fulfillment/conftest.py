@@ -6,8 +6,8 @@ import pytest
 from nameko.amqp.publish import Publisher
 
 from shared.clock import to_iso
-from shared.outbox import build_envelope
-from shared.topology import event_exchange
+from shared.messaging.outbox import build_envelope
+from shared.messaging.topology import event_exchange
 
 
 class EventInjector:

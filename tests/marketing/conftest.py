@@ -10,7 +10,7 @@ from pymongo import ReturnDocument  # noqa: E402
 
 from shared.errors import ValidationFailed  # noqa: E402
 from shared.guard import Bool, Id, Page, Payload, Text
-from shared.rpc import rpc  # noqa: E402
+from shared.messaging.rpc import rpc  # noqa: E402
 from shared.service import ShopService  # noqa: E402
 from shared.store import Store  # noqa: E402
 

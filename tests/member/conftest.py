@@ -10,9 +10,9 @@ from nameko.amqp.publish import Publisher
 
 from services.member.service import MemberService
 from shared.clock import to_iso
+from shared.messaging.outbox import build_envelope
+from shared.messaging.topology import event_exchange
 from shared.metrics import REGISTRY
-from shared.outbox import build_envelope
-from shared.topology import event_exchange
 from tools.testing import store_of
 
 # Small numbers so tests read easily: 1 point per 1.00, silver from 1000.00 of

@@ -8,12 +8,12 @@ from pymongo import IndexModel, ReturnDocument
 
 from shared.errors import NotFound, ValidationFailed
 from shared.guard import Bool, Id, Objects, Payload, Text
-from shared.outbox import build_envelope
-from shared.rpc import rpc
+from shared.messaging.outbox import build_envelope
+from shared.messaging.rpc import rpc
+from shared.messaging.subscriptions import handles
+from shared.messaging.topology import event_exchange
 from shared.service import ShopService
 from shared.store import Store
-from shared.subscriptions import handles
-from shared.topology import event_exchange
 
 ADDRESS = {"name": "Li Wei", "line1": "88 Century Avenue", "city": "Shanghai", "region": "Shanghai",
            "postal_code": "200120", "phone": "+8613800138000", "country": "CN"}

@@ -9,7 +9,7 @@ import pytest
 
 from shared import guard
 from shared.errors import ValidationFailed
-from shared.rpc import rpc
+from shared.messaging.rpc import rpc
 from shared.store import connect
 
 

@@ -12,8 +12,8 @@ from pymongo.write_concern import WriteConcern
 
 from services.catalog import commands, domain, inventory
 from services.catalog.store import INDEXES, ensure_house_merchant
-from shared import inbox, outbox
 from shared.clock import utcnow
+from shared.messaging import inbox, outbox
 from shared.retry import is_transient
 from shared.store import Tx, connect
 

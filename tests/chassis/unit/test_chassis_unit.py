@@ -11,9 +11,9 @@ from shared.clock import parse_iso, to_iso
 from shared.config import Settings
 from shared.errors import Conflict, NotFound, ServiceTimeout, ValidationFailed
 from shared.ids import new_id
-from shared.outbox import build_envelope
+from shared.messaging.outbox import build_envelope
+from shared.messaging.topology import catalog_bindings, consumers_of_source, service_queue
 from shared.retry import is_transient
-from shared.topology import catalog_bindings, consumers_of_source, service_queue
 from shared.validation import load
 
 

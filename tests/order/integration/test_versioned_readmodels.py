@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from shared.clock import utcnow
 from shared.ids import new_id
-from shared.outbox import build_envelope
+from shared.messaging.outbox import build_envelope
 from tests.order.conftest import publish
 from tools.testing import store_of, wait_for
 

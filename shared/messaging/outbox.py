@@ -38,8 +38,8 @@ from shared.errors import ValidationFailed
 from shared.events.base import SCHEMA_VERSION, spec_for
 from shared.ids import new_id
 from shared.logs import get_logger
-from shared.publisher import OK, UNROUTABLE, ConfirmedPublisher, Outgoing
-from shared.topology import event_exchange
+from shared.messaging.publisher import OK, UNROUTABLE, ConfirmedPublisher, Outgoing
+from shared.messaging.topology import event_exchange
 
 COLLECTION = "outbox"
 PENDING, PUBLISHED, PARKED = "pending", "published", "parked"

@@ -20,7 +20,7 @@ import time
 
 from shared import metrics
 from shared.logs import get_logger
-from shared.topology import declare_service, expected_consumer_queues, missing_queues
+from shared.messaging.topology import declare_service, expected_consumer_queues, missing_queues
 
 log = get_logger(__name__)
 

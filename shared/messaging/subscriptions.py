@@ -31,20 +31,21 @@ from nameko.exceptions import ContainerBeingKilled
 from nameko.extensions import Entrypoint, ProviderCollector, SharedExtension
 from nameko.messaging import HeaderDecoder, QueueConsumer
 
-from shared import failures, metrics
+from shared import metrics
 from shared.config import settings_of
 from shared.context import current_event
 from shared.events.base import Envelope
-from shared.inbox import DuplicateEvent
 from shared.logs import get_logger
-from shared.publisher import OK, ConfirmedPublisher, Outgoing
-from shared.retry import BROKER_LINK_ERRORS, retrying
-from shared.topology import (
+from shared.messaging import failures
+from shared.messaging.inbox import DuplicateEvent
+from shared.messaging.publisher import OK, ConfirmedPublisher, Outgoing
+from shared.messaging.topology import (
     dead_letter_exchange_name,
     dead_letter_queue_name,
     declare_service,
     service_queue_name,
 )
+from shared.retry import BROKER_LINK_ERRORS, retrying
 
 log = get_logger(__name__)
 
