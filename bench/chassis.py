@@ -17,7 +17,7 @@ from pymongo import MongoClient
 from bench.raw import amqp_connection
 from shared.config import Settings
 from shared.messaging.topology import service_queue_name
-from shared.store import Store
+from shared.storage.store import Store
 from tools import devstack
 
 SOURCE = "catalog"      # a real producer, so the event passes its schema and has consumers

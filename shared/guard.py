@@ -11,7 +11,7 @@ use case later does with the value:
    ids are bounded strings of a known charset, integers range-checked, every
    parameter of the method named. `Arguments.check` runs both and then marks
    every dict the caller sent as `CallerDict`.
-3. The store (`guarded(db)`, installed by `shared.store.Store`) refuses a
+3. The store (`guarded(db)`, installed by `shared.storage.store.Store`) refuses a
    filter that holds a `CallerDict` anywhere or uses server-side JavaScript
    (`$where`, `$function`, `$accumulator`): a filter is built by our code
    from scalars, never taken from a caller.

@@ -17,7 +17,7 @@ from shared.config import settings_of
 from shared.http import http, json_response
 from shared.messaging.subscriptions import EventRouter
 from shared.observability import Observability
-from shared.store import Store
+from shared.storage.store import Store
 
 
 class BrokerCheck:

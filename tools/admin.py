@@ -113,7 +113,7 @@ def dead_letter_depth(amqp_uri: str, service: str) -> int:
 
 def _service_db(service: str):
     """The service's own database, from the same environment the service reads."""
-    from shared.store import connect
+    from shared.storage.store import connect
 
     settings = Settings.from_env(service)
     return connect(settings.mongo_uri)[settings.database]

@@ -110,7 +110,7 @@ def rpc(amqp_uri):
 
 def store_of(container):
     """The pymongo Database of a running container's Store (for assertions)."""
-    from shared.store import Store
+    from shared.storage.store import Store
 
     for dependency in container.dependencies:
         if isinstance(dependency, Store):

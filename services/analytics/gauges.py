@@ -95,7 +95,7 @@ class Gauges(DependencyProvider):
         self.source = None
 
     def start(self):
-        from shared.store import Store
+        from shared.storage.store import Store
 
         store = next(d for d in self.container.dependencies if isinstance(d, Store))
         settings = settings_of(self.container)

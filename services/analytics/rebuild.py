@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from services.analytics import store
 from shared.config import Settings
-from shared.store import connect
+from shared.storage.store import connect
 
 
 def main(argv: list[str] | None = None) -> int:

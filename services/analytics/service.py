@@ -23,7 +23,7 @@ from shared.messaging.rpc import rpc
 from shared.messaging.subscriptions import handles_batch
 from shared.retry import call_with_retries
 from shared.service import ShopService, json_response
-from shared.store import Store
+from shared.storage.store import Store
 from shared.validation import load
 
 log = get_logger(__name__)

@@ -1,7 +1,7 @@
 """Analytics' MongoDB: the raw event store and the aggregates folded from it.
 
 Every write is a commutative, idempotent-per-event update ($inc, $min, $max,
-$addToSet, highest owner's version wins per section of an entity: shared/readmodel.py),
+$addToSet, highest owner's version wins per section of an entity: shared/storage/readmodel.py),
 so events folded in any order, by any number of replicas, give the same aggregates; the
 raw insert (unique event_id) in the same transaction is the guard against folding an event
 twice.
@@ -31,7 +31,7 @@ from services.analytics import domain
 from shared.clock import parse_iso, utcnow
 from shared.events import TRACKING_SOURCE
 from shared.events.base import REGISTRY, TOLERATED_MISSING, load_all
-from shared.readmodel import LEGACY, version_of
+from shared.storage.readmodel import LEGACY, version_of
 
 RAW = "raw"
 AGG = "agg"
@@ -161,7 +161,7 @@ class Fold:
         """Set a section of an entity unless an event with a version as high already set it
         (the owner's per-aggregate version, not `occurred_at`: clocks skew and tie). One
         pipeline update, buffered like the others: every condition reads the document as
-        it was before this event, as `shared.readmodel.apply_if_newer` decides."""
+        it was before this event, as `shared.storage.readmodel.apply_if_newer` decides."""
         field = f"{section}_version"
         stored = {"$ifNull": [f"${field}", None]}
         if version > LEGACY:

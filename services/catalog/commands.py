@@ -33,7 +33,7 @@ def _product(tx, product_id: str) -> dict:
 
 def _listing(doc: dict) -> dict:
     """The whole listing every product state event carries, as of the document's version
-    (read models keep the copy with the highest version: shared/readmodel.py)."""
+    (read models keep the copy with the highest version: shared/storage/readmodel.py)."""
     return {"product_id": doc["_id"], "sku": doc["sku"], "title": doc["title"],
             "category": doc["category"], "price": doc["price"], "currency": doc["currency"],
             "status": doc["status"], "version": doc["version"]}

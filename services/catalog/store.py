@@ -14,7 +14,7 @@ from services.catalog import domain, search
 from shared.clock import to_iso, utcnow
 from shared.config import settings_of
 from shared.errors import NotFound
-from shared.store import Store
+from shared.storage.store import Store
 
 INDEXES = {
     "products": [

@@ -12,7 +12,7 @@ from shared.logs import get_logger
 from shared.messaging.rpc import rpc
 from shared.messaging.subscriptions import handles
 from shared.service import ShopService
-from shared.store import Store
+from shared.storage.store import Store
 from shared.validation import load
 
 log = get_logger(__name__)

@@ -13,7 +13,7 @@ from services.marketing.store import deliver, get_doc, public
 from shared.clock import parse_iso, to_iso
 from shared.errors import NotFound, ValidationFailed
 from shared.ids import new_id
-from shared.readmodel import version_of
+from shared.storage.readmodel import version_of
 from shared.validation import load
 
 DISPATCH_BATCH = 500

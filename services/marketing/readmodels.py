@@ -4,12 +4,12 @@ stock, ratings, units sold) and purchases. Each handler is one transaction.
 
 A member's or product's state is kept in sections (tier; profile; each consent; a product's
 listing; its low-stock flag), each with the owner's version of the event that set it
-(`<section>_version`): only a higher version changes it (shared/readmodel.py), so late or
+(`<section>_version`): only a higher version changes it (shared/storage/readmodel.py), so late or
 repeated events change nothing whatever their `occurred_at`."""
 from __future__ import annotations
 
 from services.marketing.config import MarketingConfig
-from shared.readmodel import apply_if_newer, version_of
+from shared.storage.readmodel import apply_if_newer, version_of
 
 
 def tier_discount_bp(db, config: MarketingConfig, tier) -> int:

@@ -20,7 +20,7 @@ from shared.messaging.rpc import rpc
 from shared.messaging.subscriptions import handles
 from shared.retry import is_transient
 from shared.service import ShopService
-from shared.store import Store
+from shared.storage.store import Store
 from shared.validation import load
 
 log = get_logger(__name__)

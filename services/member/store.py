@@ -53,7 +53,7 @@ INDEXES = {
 # Every change of a member that an event announces (and a profile update, whose fields
 # get_member returns) moves the member's `version` by one in the same update; the event
 # carries the version of its own change, and read models elsewhere keep the highest
-# (shared/readmodel.py). Order counters (orders_count, spend) carry no version: no event
+# (shared/storage/readmodel.py). Order counters (orders_count, spend) carry no version: no event
 # announces them as state.
 BUMP = {"version": 1}
 

@@ -2,7 +2,7 @@
 catalog's and member's events, with one RPC fallback on a miss.
 
 Events may arrive late or out of order: each document keeps the owner's `version` of the
-event that set it and only a higher version changes it (shared/readmodel.py). A fallback
+event that set it and only a higher version changes it (shared/storage/readmodel.py). A fallback
 answer carries the owner's version too, so it is one more writer under the same rule."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from datetime import datetime
 
 from shared.errors import NotFound, ServiceTimeout, ServiceUnavailable, ValidationFailed
 from shared.logs import get_logger
-from shared.readmodel import apply_if_newer, version_of
+from shared.storage.readmodel import apply_if_newer, version_of
 
 log = get_logger(__name__)
 

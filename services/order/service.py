@@ -22,9 +22,9 @@ from shared.guard import Id, Objects, Page, PageSize, Payload, Text, When
 from shared.logs import get_logger
 from shared.messaging.rpc import RpcClient, rpc
 from shared.messaging.subscriptions import handles
-from shared.readmodel import version_of
 from shared.service import ShopService
-from shared.store import Store
+from shared.storage.readmodel import version_of
+from shared.storage.store import Store
 from shared.validation import load
 
 log = get_logger(__name__)

@@ -12,7 +12,7 @@ from typing import Any
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate
 
 SCHEMA_VERSION = 1
-# Required of producers, optional to consumers: the aggregate version (shared/readmodel.py)
+# Required of producers, optional to consumers: the aggregate version (shared/storage/readmodel.py)
 # came after events already in queues, outboxes and analytics' raw store.
 TOLERATED_MISSING = ("version",)
 

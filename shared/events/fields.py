@@ -61,7 +61,7 @@ class Money(WholeNumber):
 
 
 class Version(WholeNumber):
-    """The owner's version of the aggregate whose state the event carries (shared/readmodel.py)."""
+    """The owner's version of the aggregate whose state the event carries (shared/storage/readmodel.py)."""
 
     description = ("the aggregate's version: +1 with each change of its state, in the owner's "
                    "transaction; read models apply only a higher one (missing on events "

@@ -107,7 +107,7 @@ def _once_per_request(fn):
 
 def _store_of(service):
     """The database of the worker's injected Store."""
-    from shared.store import StoreHandle
+    from shared.storage.store import StoreHandle
 
     for value in vars(service).values():
         if isinstance(value, StoreHandle):

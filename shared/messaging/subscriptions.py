@@ -179,7 +179,7 @@ class EventRouter(SharedExtension, ProviderCollector):
 
     @property
     def db(self):
-        from shared.store import Store
+        from shared.storage.store import Store
 
         stores = [d for d in self.container.dependencies if isinstance(d, Store)]
         return stores[0].db if stores else None

@@ -19,7 +19,7 @@ from shared.logs import get_logger
 from shared.messaging.rpc import RpcClient, rpc
 from shared.messaging.subscriptions import handles, handles_batch
 from shared.service import ShopService
-from shared.store import Store
+from shared.storage.store import Store
 from shared.validation import load
 
 log = get_logger(__name__)
@@ -45,7 +45,7 @@ class ExampleInventory(ShopService):
             on_hand = doc["on_hand"] + change["delta"]
             if on_hand < 0:
                 raise ValidationFailed.field("delta", "would make stock negative")
-            version = doc.get("version", 0) + 1  # the aggregate's version (shared/readmodel.py)
+            version = doc.get("version", 0) + 1  # the aggregate's version (shared/storage/readmodel.py)
             tx.db.stock.update_one({"_id": change["product_id"]},
                                    {"$set": {"on_hand": on_hand, "reserved": doc["reserved"],
                                              "version": version}},

@@ -7,7 +7,7 @@ import requests
 from pymongo import MongoClient
 
 from shared.errors import NotFound, ServiceTimeout, ValidationFailed
-from shared.store import Tx
+from shared.storage.store import Tx
 from tests.chassis.example import ExampleAnalytics, ExampleInventory
 from tools import devstack
 from tools.admin import dead_letter_depth, list_dead_letters, replay_dead_letters

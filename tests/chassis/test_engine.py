@@ -19,7 +19,7 @@ from shared.messaging.failures import failures_of
 from shared.messaging.outbox import OutboxRelay
 from shared.messaging.routing import ConsumerQueues
 from shared.messaging.topology import event_exchange
-from shared.store import Tx
+from shared.storage.store import Tx
 from tests.chassis.example import ExampleAnalytics, ExampleInventory
 from tests.chassis.test_chassis_integration import order_placed
 from tools.admin import dead_letter_depth, list_dead_letters, replay_dead_letters

@@ -1,4 +1,4 @@
-"""shared/readmodel.py against a real mongod: only a higher version changes a section, inside
+"""shared/storage/readmodel.py against a real mongod: only a higher version changes a section, inside
 and outside a transaction, also when writers race on a document that does not exist yet."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from pymongo import MongoClient
 
 from shared.ids import new_id
-from shared.readmodel import LEGACY, apply_if_newer, version_of
+from shared.storage.readmodel import LEGACY, apply_if_newer, version_of
 
 
 @pytest.fixture(scope="module")

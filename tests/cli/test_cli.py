@@ -62,7 +62,7 @@ def test_real_calls_print_tables_json_and_typed_errors(start_service, rpc, amqp_
 
 
 def test_outbox_list_and_retry_parked_rows(start_service, settings_for, monkeypatch, capsys):
-    from shared.store import Tx
+    from shared.storage.store import Tx
     from tools.testing import store_of, wait_for
 
     settings = settings_for("catalog")

@@ -12,7 +12,7 @@ from shared.errors import ValidationFailed  # noqa: E402
 from shared.guard import Bool, Id, Page, Payload, Text
 from shared.messaging.rpc import rpc  # noqa: E402
 from shared.service import ShopService  # noqa: E402
-from shared.store import Store  # noqa: E402
+from shared.storage.store import Store  # noqa: E402
 
 
 class FakeMember(ShopService):

@@ -13,7 +13,7 @@ from shared.messaging.rpc import rpc
 from shared.messaging.subscriptions import handles
 from shared.messaging.topology import event_exchange
 from shared.service import ShopService
-from shared.store import Store
+from shared.storage.store import Store
 
 ADDRESS = {"name": "Li Wei", "line1": "88 Century Avenue", "city": "Shanghai", "region": "Shanghai",
            "postal_code": "200120", "phone": "+8613800138000", "country": "CN"}

@@ -10,7 +10,7 @@ import pytest
 from shared import guard
 from shared.errors import ValidationFailed
 from shared.messaging.rpc import rpc
-from shared.store import connect
+from shared.storage.store import connect
 
 
 def test_an_rpc_entrypoint_without_a_schema_does_not_register():

@@ -15,7 +15,7 @@ from services.catalog.store import INDEXES, ensure_house_merchant
 from shared.clock import utcnow
 from shared.messaging import inbox, outbox
 from shared.retry import is_transient
-from shared.store import Tx, connect
+from shared.storage.store import Tx, connect
 
 
 @pytest.fixture(scope="module")
