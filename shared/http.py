@@ -2,7 +2,7 @@
 broker errors re-run the handler with backoff, and typed errors become JSON
 responses with a fitting status (400 naming the fields, 404, 409, 504, …).
 Beyond loopback every endpoint but health and metrics needs a credential
-(shared.auth): 401 otherwise."""
+(shared.security.auth): 401 otherwise."""
 from __future__ import annotations
 
 import json
@@ -10,7 +10,7 @@ import json
 from nameko.web.handlers import HttpRequestHandler
 from werkzeug.wrappers import Response
 
-from shared import auth, metrics
+from shared import metrics
 from shared.config import settings_of
 from shared.errors import (
     Conflict,
@@ -25,6 +25,7 @@ from shared.errors import (
 )
 from shared.logs import get_logger
 from shared.retry import retrying
+from shared.security import auth
 
 log = get_logger(__name__)
 
@@ -58,7 +59,7 @@ def error_response(exc: ShopError) -> Response:
 
 class HttpEntrypoint(HttpRequestHandler):
     """`access`: "operator" (the default: a bearer token when listening beyond
-    loopback, see shared.auth), "open" (health and metrics) or "own" (the
+    loopback, see shared.security.auth), "open" (health and metrics) or "own" (the
     handler authenticates, as `/track` does with its signed bodies)."""
 
     def __init__(self, method, url, access: str = "operator", openapi: dict | None = None, **kwargs):

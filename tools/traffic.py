@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 
 from nameko.exceptions import RemoteError
 
-from shared.auth import track_headers
 from shared.clock import to_iso, utcnow
 from shared.errors import NotFound, ShopError, ValidationFailed
 from shared.ids import new_id
+from shared.security.auth import track_headers
 
 # Scenario weights of a signed-in session; `buy` is scaled for the experiment's
 # treatment so the A/B results show something. Anonymous visitors only browse.

@@ -1,7 +1,7 @@
 """Who may post to `/track`, how often, and what they may claim.
 
 - A key per site or app (`ANALYTICS_TRACK_KEYS="web:<secret>,backend:<secret>"`,
-  from a Kubernetes Secret): the body is signed with it (shared.auth), 401 otherwise.
+  from a Kubernetes Secret): the body is signed with it (shared.security.auth), 401 otherwise.
 - A rate limit per key (`ANALYTICS_TRACK_RATE_PER_MINUTE` requests), counted in
   MongoDB so every replica shares it: 429 with Retry-After beyond it.
 - `member_id` only from a server-side key (`ANALYTICS_TRACK_SERVER_KEYS`) or with
@@ -15,10 +15,11 @@ from datetime import datetime, timedelta
 
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 
-from shared import auth, metrics
+from shared import metrics
 from shared.clock import parse_iso, to_iso
 from shared.errors import RateLimited, Unauthorized, ValidationFailed
 from shared.logs import get_logger
+from shared.security import auth
 
 log = get_logger(__name__)
 

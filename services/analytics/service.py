@@ -13,15 +13,15 @@ from werkzeug.wrappers import Response
 
 from services.analytics import admission, dashboard, domain, openapi, queries, schemas, store, tracking
 from services.analytics.gauges import Gauges
-from shared import guard
 from shared.clock import utcnow
 from shared.errors import ShopError, ValidationFailed
-from shared.guard import Choice, Id, Int, Text, When
 from shared.http import error_response, http
 from shared.logs import get_logger
 from shared.messaging.rpc import rpc
 from shared.messaging.subscriptions import handles_batch
 from shared.retry import call_with_retries
+from shared.security import guard
+from shared.security.guard import Choice, Id, Int, Text, When
 from shared.service import ShopService, json_response
 from shared.storage.store import Store
 from shared.validation import load

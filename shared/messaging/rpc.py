@@ -1,7 +1,7 @@
 """RPC in and out.
 
 - `@rpc(schema=...)` exposes a method: its arguments are validated first
-  (shared.guard; an entrypoint without a schema does not register); typed
+  (shared.security.guard; an entrypoint without a schema does not register); typed
   errors (ShopError) are expected (logged as warnings, returned typed);
   transient store/broker errors are retried.
 - `RpcClient("catalog")` calls another service with a timeout: a stopped or
@@ -18,12 +18,13 @@ from nameko.extensions import DependencyProvider
 from nameko.rpc import MethodProxy, ReplyListener
 from nameko.rpc import Rpc as NamekoRpc
 
-from shared import guard, metrics
+from shared import metrics
 from shared.config import settings_of
 from shared.errors import EXPECTED_ERRORS, ServiceTimeout
 from shared.logs import get_logger
 from shared.messaging import idempotency
 from shared.retry import BROKER_LINK_ERRORS, retrying
+from shared.security import guard
 
 log = get_logger(__name__)
 
@@ -56,7 +57,7 @@ class Rpc(NamekoRpc):
 
 def rpc(fn=None, *, schema=None, expected_exceptions: tuple = ()):
     """`@rpc(schema={"order_id": guard.Id()})` on a service method: every argument
-    is validated (shared.guard) before the method runs; an entrypoint without a
+    is validated (shared.security.guard) before the method runs; an entrypoint without a
     schema is refused when the class is defined. `schema={}` for no arguments.
 
     Every method also takes an optional `request_id` keyword: a repeated call
@@ -64,12 +65,12 @@ def rpc(fn=None, *, schema=None, expected_exceptions: tuple = ()):
 
     if fn is not None:
         raise TypeError(f"@rpc on {fn.__qualname__} needs schema=...: every RPC argument is "
-                        "validated (shared/guard.py)")
+                        "validated (shared/security/guard.py)")
 
     def decorate(method):
         if schema is None:
             raise TypeError(f"@rpc on {method.__qualname__} needs schema=...: every RPC argument "
-                            "is validated (shared/guard.py)")
+                            "is validated (shared/security/guard.py)")
         wrapped = retrying(guard.validating(method, schema), kind="rpc")
         wrapped.__wrapped_signature__ = method
         wrapped = _once_per_request(wrapped)

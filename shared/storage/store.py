@@ -19,7 +19,6 @@ from pymongo.errors import ConnectionFailure, OperationFailure
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
-from shared import guard
 from shared.config import settings_of
 from shared.context import current_event
 from shared.errors import ServiceUnavailable
@@ -28,6 +27,7 @@ from shared.messaging import failures, idempotency, inbox, outbox
 from shared.messaging.inbox import DuplicateEvent
 from shared.messaging.routing import ConsumerQueues
 from shared.messaging.topology import consumers_of_source, declare_own_exchange, declare_suite
+from shared.security import guard
 
 log = get_logger(__name__)
 
@@ -74,7 +74,7 @@ class StoreHandle:
 
     def __init__(self, provider: "Store"):
         self._provider = provider
-        # Filters holding a caller's dict or server-side JavaScript are refused (shared.guard).
+        # Filters holding a caller's dict or server-side JavaScript are refused (shared.security.guard).
         self.db = guard.guarded(provider.db)
         self.client = provider.client
 

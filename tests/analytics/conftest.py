@@ -8,10 +8,10 @@ import pytest
 import requests
 from nameko.amqp.publish import Publisher
 
-from shared.auth import track_headers
 from shared.clock import to_iso
 from shared.ids import new_id
 from shared.messaging.topology import event_exchange
+from shared.security.auth import track_headers
 
 # A server-side tracking key made up for this test run (never a fixed secret).
 TRACK_KEY = ("test-backend", secrets.token_urlsafe(24))

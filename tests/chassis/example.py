@@ -13,11 +13,11 @@ from pymongo.errors import AutoReconnect
 
 from shared.context import get_correlation_id
 from shared.errors import NotFound, ValidationFailed
-from shared.guard import Id, Int, Text
 from shared.http import http, json_response
 from shared.logs import get_logger
 from shared.messaging.rpc import RpcClient, rpc
 from shared.messaging.subscriptions import handles, handles_batch
+from shared.security.guard import Id, Int, Text
 from shared.service import ShopService
 from shared.storage.store import Store
 from shared.validation import load

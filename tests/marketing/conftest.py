@@ -9,8 +9,8 @@ import pytest  # noqa: E402
 from pymongo import ReturnDocument  # noqa: E402
 
 from shared.errors import ValidationFailed  # noqa: E402
-from shared.guard import Bool, Id, Page, Payload, Text
 from shared.messaging.rpc import rpc  # noqa: E402
+from shared.security.guard import Bool, Id, Page, Payload, Text
 from shared.service import ShopService  # noqa: E402
 from shared.storage.store import Store  # noqa: E402
 

@@ -7,11 +7,11 @@ from nameko.amqp.publish import Publisher
 from pymongo import IndexModel, ReturnDocument
 
 from shared.errors import NotFound, ValidationFailed
-from shared.guard import Bool, Id, Objects, Payload, Text
 from shared.messaging.outbox import build_envelope
 from shared.messaging.rpc import rpc
 from shared.messaging.subscriptions import handles
 from shared.messaging.topology import event_exchange
+from shared.security.guard import Bool, Id, Objects, Payload, Text
 from shared.service import ShopService
 from shared.storage.store import Store
 

@@ -7,9 +7,9 @@ import uuid
 
 import pytest
 
-from shared import guard
 from shared.errors import ValidationFailed
 from shared.messaging.rpc import rpc
+from shared.security import guard
 from shared.storage.store import connect
 
 

@@ -12,8 +12,8 @@ import pytest
 import requests
 
 from services.analytics.service import AnalyticsService
-from shared.auth import member_token, track_headers
 from shared.clock import parse_iso, to_iso, utcnow
+from shared.security.auth import member_token, track_headers
 from tests.security.conftest import BROWSER_KEY, HTTP_TOKEN, SESSION_SECRET, TRACK_KEY, TRACK_SETTINGS
 from tools.testing import store_of
 

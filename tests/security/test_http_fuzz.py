@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from services.analytics.service import AnalyticsService
 from services.analytics.store import TRACKING_TYPES
-from shared.auth import track_headers
+from shared.security.auth import track_headers
 from tests.security import strategies
 from tests.security.conftest import BROWSER_KEY, EXAMPLES, HTTP_TOKEN, TRACK_KEY, TRACK_SETTINGS
 from tools.testing import store_of

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis import checks
 
 from services.analytics.service import AnalyticsService
-from shared.auth import track_headers
+from shared.security.auth import track_headers
 from shared.service import ShopService
 from tests.security.conftest import ALL_SERVICES, BROWSER_KEY, HTTP_TOKEN, TRACK_SETTINGS
 from tools import openapi
