@@ -14,10 +14,10 @@ from werkzeug.wrappers import Response
 
 from shared import metrics
 from shared.config import settings_of
-from shared.http import http, json_response
 from shared.messaging.subscriptions import EventRouter
 from shared.observability import Observability
 from shared.storage.store import Store
+from shared.web.http import http, json_response
 
 
 class BrokerCheck:

@@ -32,7 +32,7 @@ SECURITY = {"operator": [{"bearerAuth": []}], "own": [{"trackKey": [], "trackSig
 
 def http_entrypoints(cls) -> list[tuple[str, object, object]]:
     """(method name, function, HttpEntrypoint) of every `@http` on a service class."""
-    from shared.http import HttpEntrypoint
+    from shared.web.http import HttpEntrypoint
 
     found = []
     for name, function in inspect.getmembers(cls, inspect.isfunction):

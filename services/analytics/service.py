@@ -15,7 +15,6 @@ from services.analytics import admission, dashboard, domain, openapi, queries, s
 from services.analytics.gauges import Gauges
 from shared.clock import utcnow
 from shared.errors import ShopError, ValidationFailed
-from shared.http import error_response, http
 from shared.logs import get_logger
 from shared.messaging.rpc import rpc
 from shared.messaging.subscriptions import handles_batch
@@ -25,6 +24,7 @@ from shared.security.guard import Choice, Id, Int, Text, When
 from shared.service import ShopService, json_response
 from shared.storage.store import Store
 from shared.validation import load
+from shared.web.http import error_response, http
 
 log = get_logger(__name__)
 # One stream batch in flight per process (see on_event_batch).

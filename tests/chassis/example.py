@@ -13,7 +13,6 @@ from pymongo.errors import AutoReconnect
 
 from shared.context import get_correlation_id
 from shared.errors import NotFound, ValidationFailed
-from shared.http import http, json_response
 from shared.logs import get_logger
 from shared.messaging.rpc import RpcClient, rpc
 from shared.messaging.subscriptions import handles, handles_batch
@@ -21,6 +20,7 @@ from shared.security.guard import Id, Int, Text
 from shared.service import ShopService
 from shared.storage.store import Store
 from shared.validation import load
+from shared.web.http import http, json_response
 
 log = get_logger(__name__)
 
