@@ -10,9 +10,9 @@ from amqp.exceptions import ConnectionError as AMQPConnectionError
 from kombu.exceptions import OperationalError
 from pymongo.errors import ConnectionFailure, PyMongoError
 
-from shared import metrics
-from shared.context import current_event
-from shared.logs import get_logger
+from shared.observability import metrics
+from shared.observability.context import current_event
+from shared.observability.logs import get_logger
 
 log = get_logger(__name__)
 

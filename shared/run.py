@@ -17,8 +17,8 @@ import sys  # noqa: E402
 import eventlet  # noqa: E402
 from nameko.runners import ServiceRunner  # noqa: E402
 
-from shared import logs  # noqa: E402
 from shared.config import Settings  # noqa: E402
+from shared.observability import logs  # noqa: E402
 
 
 def service_class(name: str, module_name: str | None = None):

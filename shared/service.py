@@ -12,10 +12,10 @@ from kombu import Connection
 from nameko.extensions import DependencyProvider
 from werkzeug.wrappers import Response
 
-from shared import metrics
 from shared.config import settings_of
 from shared.messaging.subscriptions import EventRouter
-from shared.observability import Observability
+from shared.observability import metrics
+from shared.observability.instrumentation import Observability
 from shared.storage.store import Store
 from shared.web.http import http, json_response
 

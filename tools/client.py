@@ -13,8 +13,8 @@ from nameko.exceptions import RpcTimeout
 from nameko.standalone.rpc import ClusterRpcProxy
 
 from shared.config import Settings
-from shared.context import new_correlation_id
 from shared.errors import ServiceTimeout
+from shared.observability.context import new_correlation_id
 
 
 class _Service:

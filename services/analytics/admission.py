@@ -15,10 +15,10 @@ from datetime import datetime, timedelta
 
 from pymongo import ASCENDING, IndexModel, ReturnDocument
 
-from shared import metrics
 from shared.clock import parse_iso, to_iso
 from shared.errors import RateLimited, Unauthorized, ValidationFailed
-from shared.logs import get_logger
+from shared.observability import metrics
+from shared.observability.logs import get_logger
 from shared.security import auth
 
 log = get_logger(__name__)

@@ -9,11 +9,11 @@ from nameko.extensions import DependencyProvider
 from prometheus_client.core import GaugeMetricFamily
 
 from services.analytics import domain, queries
-from shared import metrics
 from shared.clock import utcnow
 from shared.config import settings_of
-from shared.logs import get_logger
 from shared.messaging.topology import consuming_services, dead_letter_queue_name
+from shared.observability import metrics
+from shared.observability.logs import get_logger
 
 log = get_logger(__name__)
 
@@ -26,7 +26,7 @@ def windows(now, tz) -> dict[str, domain.TimeRange]:
 
 
 class KpiCollector:
-    """Registered once per process on shared.metrics.REGISTRY; reads the store of
+    """Registered once per process on shared.observability.metrics.REGISTRY; reads the store of
     the analytics container running in this process."""
 
     def __init__(self):

@@ -15,9 +15,9 @@ from services.analytics import admission, dashboard, domain, openapi, queries, s
 from services.analytics.gauges import Gauges
 from shared.clock import utcnow
 from shared.errors import ShopError, ValidationFailed
-from shared.logs import get_logger
 from shared.messaging.rpc import rpc
 from shared.messaging.subscriptions import handles_batch
+from shared.observability.logs import get_logger
 from shared.retry import call_with_retries
 from shared.security import guard
 from shared.security.guard import Choice, Id, Int, Text, When

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge
 
-from shared.metrics import REGISTRY
+from shared.observability.metrics import REGISTRY
 
 RESERVATIONS = Counter(
     "shop_stock_reservations_total",

@@ -19,9 +19,9 @@ from services.catalog.store import (
 from shared.clock import parse_iso, to_iso, utcnow
 from shared.config import env_float, env_int
 from shared.errors import ValidationFailed
-from shared.logs import get_logger
 from shared.messaging.rpc import rpc
 from shared.messaging.subscriptions import handles
+from shared.observability.logs import get_logger
 from shared.security.guard import Id, Int, Items, Page, PageSize, Payload, Text, When
 from shared.service import ShopService
 from shared.validation import load

@@ -18,7 +18,7 @@ from services.fulfillment.store import Repo, page_of
 from shared.clock import as_utc, parse_iso
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.ids import new_id
-from shared.logs import get_logger
+from shared.observability.logs import get_logger
 from shared.validation import load
 
 log = get_logger(__name__)

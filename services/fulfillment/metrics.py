@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
-from shared.metrics import REGISTRY
+from shared.observability.metrics import REGISTRY
 
 _HOURS = (60, 300, 900, 1800, 3600, 2 * 3600, 4 * 3600, 8 * 3600, 12 * 3600, 24 * 3600,
           48 * 3600, 72 * 3600, 7 * 24 * 3600)

@@ -7,9 +7,9 @@ from services.fulfillment import app, schemas
 from services.fulfillment.config import SLA_CHECK_INTERVAL, Config
 from services.fulfillment.store import INDEXES
 from shared.clock import parse_iso, utcnow
-from shared.logs import get_logger
 from shared.messaging.rpc import rpc
 from shared.messaging.subscriptions import handles
+from shared.observability.logs import get_logger
 from shared.security.guard import Bool, Id, Objects, Page, PageSize, Payload, Text, When
 from shared.service import ShopService
 from shared.storage.store import Store

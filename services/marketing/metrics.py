@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter
 
-from shared.metrics import REGISTRY
+from shared.observability.metrics import REGISTRY
 
 COUPON_RESERVATIONS = Counter(
     "shop_coupon_reservations_total", "Coupon reservation attempts by price_cart, by outcome.",

@@ -25,9 +25,9 @@ from services.marketing.config import Config, sweep_interval_from_env
 from services.marketing.store import INDEXES
 from shared.clock import parse_iso, utcnow
 from shared.errors import ValidationFailed
-from shared.logs import get_logger
 from shared.messaging.rpc import RpcClient, rpc
 from shared.messaging.subscriptions import handles
+from shared.observability.logs import get_logger
 from shared.security.guard import Id, Int, Objects, Payload, Text, When
 from shared.service import ShopService
 from shared.storage.store import Store

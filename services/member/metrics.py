@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter
 
-from shared.metrics import REGISTRY
+from shared.observability.metrics import REGISTRY
 
 REGISTRATIONS = Counter("shop_member_registrations_total", "Members registered.", registry=REGISTRY)
 ERASURES = Counter("shop_member_erasures_total", "Members erased on a data-protection request.",

@@ -14,9 +14,9 @@ from shared.clock import parse_iso, utcnow
 from shared.config import env_float
 from shared.errors import Conflict
 from shared.ids import new_id
-from shared.logs import get_logger
 from shared.messaging.rpc import rpc
 from shared.messaging.subscriptions import handles
+from shared.observability.logs import get_logger
 from shared.retry import is_transient
 from shared.security.guard import Bool, Id, Int, Items, Page, PageSize, Payload, Text, When
 from shared.service import ShopService

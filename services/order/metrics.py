@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter
 
-from shared.metrics import REGISTRY
+from shared.observability.metrics import REGISTRY
 
 ORDERS_PLACED = Counter("shop_orders_placed_total", "Orders placed (stored pending).", registry=REGISTRY)
 TRANSITIONS = Counter("shop_order_transitions_total", "Order saga events emitted, by event type.",

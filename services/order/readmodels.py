@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from shared.errors import NotFound, ServiceTimeout, ServiceUnavailable, ValidationFailed
-from shared.logs import get_logger
+from shared.observability.logs import get_logger
 from shared.storage.readmodel import apply_if_newer, version_of
 
 log = get_logger(__name__)

@@ -18,9 +18,9 @@ from services.order.settings import (
 from services.order.store import INDEXES
 from services.order.workflow import OrderWorkflow
 from shared.clock import utcnow
-from shared.logs import get_logger
 from shared.messaging.rpc import RpcClient, rpc
 from shared.messaging.subscriptions import handles
+from shared.observability.logs import get_logger
 from shared.security.guard import Id, Objects, Page, PageSize, Payload, Text, When
 from shared.service import ShopService
 from shared.storage.readmodel import version_of

@@ -30,7 +30,7 @@ from services.order.store import OrderRepo, RefundRepo
 from shared.clock import to_iso
 from shared.errors import Conflict, NotFound, ServiceTimeout, ServiceUnavailable, ValidationFailed
 from shared.ids import new_id
-from shared.logs import get_logger
+from shared.observability.logs import get_logger
 from shared.validation import load
 
 log = get_logger(__name__)

@@ -31,15 +31,15 @@ from eventlet.queue import Empty, LightQueue
 from marshmallow import ValidationError
 from pymongo import ASCENDING, IndexModel, UpdateOne
 
-from shared import metrics
 from shared.clock import to_iso, utcnow
-from shared.context import current_event, get_correlation_id
 from shared.errors import ValidationFailed
 from shared.events.base import SCHEMA_VERSION, spec_for
 from shared.ids import new_id
-from shared.logs import get_logger
 from shared.messaging.publisher import OK, UNROUTABLE, ConfirmedPublisher, Outgoing
 from shared.messaging.topology import event_exchange
+from shared.observability import metrics
+from shared.observability.context import current_event, get_correlation_id
+from shared.observability.logs import get_logger
 
 COLLECTION = "outbox"
 PENDING, PUBLISHED, PARKED = "pending", "published", "parked"

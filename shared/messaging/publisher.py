@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from amqp import Message as AmqpMessage
 from kombu import Connection
 
-from shared.logs import get_logger
+from shared.observability.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import time
 
-from shared import metrics
-from shared.logs import get_logger
 from shared.messaging.topology import declare_service, expected_consumer_queues, missing_queues
+from shared.observability import metrics
+from shared.observability.logs import get_logger
 
 log = get_logger(__name__)
 

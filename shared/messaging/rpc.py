@@ -18,11 +18,11 @@ from nameko.extensions import DependencyProvider
 from nameko.rpc import MethodProxy, ReplyListener
 from nameko.rpc import Rpc as NamekoRpc
 
-from shared import metrics
 from shared.config import settings_of
 from shared.errors import EXPECTED_ERRORS, ServiceTimeout
-from shared.logs import get_logger
 from shared.messaging import idempotency
+from shared.observability import metrics
+from shared.observability.logs import get_logger
 from shared.retry import BROKER_LINK_ERRORS, retrying
 from shared.security import guard
 

@@ -31,11 +31,8 @@ from nameko.exceptions import ContainerBeingKilled
 from nameko.extensions import Entrypoint, ProviderCollector, SharedExtension
 from nameko.messaging import HeaderDecoder, QueueConsumer
 
-from shared import metrics
 from shared.config import settings_of
-from shared.context import current_event
 from shared.events.base import Envelope
-from shared.logs import get_logger
 from shared.messaging import failures
 from shared.messaging.inbox import DuplicateEvent
 from shared.messaging.publisher import OK, ConfirmedPublisher, Outgoing
@@ -45,6 +42,9 @@ from shared.messaging.topology import (
     declare_service,
     service_queue_name,
 )
+from shared.observability import metrics
+from shared.observability.context import current_event
+from shared.observability.logs import get_logger
 from shared.retry import BROKER_LINK_ERRORS, retrying
 
 log = get_logger(__name__)

@@ -18,7 +18,7 @@ from nameko.standalone.events import get_event_exchange
 
 from shared.events import TRACKING_SOURCE
 from shared.events.base import load_all, subscriptions_of
-from shared.logs import get_logger
+from shared.observability.logs import get_logger
 
 log = get_logger(__name__)
 

@@ -20,13 +20,13 @@ from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
 from shared.config import settings_of
-from shared.context import current_event
 from shared.errors import ServiceUnavailable
-from shared.logs import get_logger
 from shared.messaging import failures, idempotency, inbox, outbox
 from shared.messaging.inbox import DuplicateEvent
 from shared.messaging.routing import ConsumerQueues
 from shared.messaging.topology import consumers_of_source, declare_own_exchange, declare_suite
+from shared.observability.context import current_event
+from shared.observability.logs import get_logger
 from shared.security import guard
 
 log = get_logger(__name__)

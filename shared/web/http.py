@@ -10,7 +10,6 @@ import json
 from nameko.web.handlers import HttpRequestHandler
 from werkzeug.wrappers import Response
 
-from shared import metrics
 from shared.config import settings_of
 from shared.errors import (
     Conflict,
@@ -23,7 +22,8 @@ from shared.errors import (
     Unauthorized,
     ValidationFailed,
 )
-from shared.logs import get_logger
+from shared.observability import metrics
+from shared.observability.logs import get_logger
 from shared.retry import retrying
 from shared.security import auth
 

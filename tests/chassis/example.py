@@ -11,11 +11,11 @@ from marshmallow import Schema, fields, validate
 from pymongo import ASCENDING, IndexModel
 from pymongo.errors import AutoReconnect
 
-from shared.context import get_correlation_id
 from shared.errors import NotFound, ValidationFailed
-from shared.logs import get_logger
 from shared.messaging.rpc import RpcClient, rpc
 from shared.messaging.subscriptions import handles, handles_batch
+from shared.observability.context import get_correlation_id
+from shared.observability.logs import get_logger
 from shared.security.guard import Id, Int, Text
 from shared.service import ShopService
 from shared.storage.store import Store

@@ -120,7 +120,7 @@ def test_a_two_step_handler_whose_second_step_fails_transiently_applies_both_ste
 
 
 def _duplicates(container, event_type):
-    from shared import metrics
+    from shared.observability import metrics
 
     return metrics.EVENTS_DUPLICATE.labels(container.service_name, event_type)._value.get()
 

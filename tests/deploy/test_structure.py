@@ -366,7 +366,7 @@ def test_alerts_cover_the_issue_list(rendered):
               "ShopLowStockProducts": "shop_low_stock_products"}
     for alert, metric in needed.items():
         assert metric in alerts[alert] or any(metric in r.get("expr", "") for r in rules), alert
-    from shared import metrics
+    from shared.observability import metrics
     exposed = metrics.exposition().decode()
     for metric in ("shop_requests_total", "shop_request_seconds", "shop_outbox_oldest_pending_seconds",
                    "shop_dead_letter_messages", "shop_events_publish_failures_total"):

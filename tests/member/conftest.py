@@ -12,7 +12,7 @@ from services.member.service import MemberService
 from shared.clock import to_iso
 from shared.messaging.outbox import build_envelope
 from shared.messaging.topology import event_exchange
-from shared.metrics import REGISTRY
+from shared.observability.metrics import REGISTRY
 from tools.testing import store_of
 
 # Small numbers so tests read easily: 1 point per 1.00, silver from 1000.00 of

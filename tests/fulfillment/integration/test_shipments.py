@@ -8,10 +8,10 @@ import eventlet
 import pytest
 
 from services.fulfillment.service import FulfillmentService
-from shared import metrics
 from shared.clock import utcnow
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.ids import new_id
+from shared.observability import metrics
 from tests.fulfillment.conftest import order_paid_data
 from tools.client import connect
 from tools.testing import store_of, wait_for

@@ -11,10 +11,10 @@ from nameko.rpc import Rpc as NamekoRpc
 from nameko.timer import Timer
 from nameko.web.handlers import HttpRequestHandler
 
-from shared import context, logs, metrics
 from shared.config import settings_of
 from shared.errors import ShopError
 from shared.messaging.subscriptions import DUPLICATE, RoutedEntrypoint
+from shared.observability import context, logs, metrics
 
 log = logs.get_logger("shop.entrypoint")
 
