@@ -1,3 +1,7 @@
-"""The Shop chassis: what every service is built from (config, store with
-outbox and inbox, subscriptions, RPC with timeouts, typed errors, logs,
-metrics, health). Services import from here and never from each other."""
+"""The Shop chassis: what every service is built from. At the top the small
+parts every layer uses (config, errors, ids, clock, validation, green, retry),
+the ShopService base and the process runner; in sub-packages messaging (outbox,
+inbox, subscriptions, topology, RPC), storage (store, read models), security
+(guard, credentials), web (@http), observability (logs, metrics, context,
+entrypoint instrumentation) and events (every event's schema). Services import
+from here and their own package only, never from each other nor from tools/."""
