@@ -1,4 +1,4 @@
-"""The order service's nameko entrypoints: thin; the work is in `workflow` and `domain`."""
+"""The order service's nameko entrypoints: thin; the work is in `usecases` and `domain`."""
 from __future__ import annotations
 
 from datetime import datetime
@@ -16,7 +16,7 @@ from services.order.settings import (
     OrderSettings,
 )
 from services.order.store import INDEXES
-from services.order.workflow import OrderWorkflow
+from services.order.usecases import OrderWorkflow
 from shared.clock import utcnow
 from shared.messaging.rpc import RpcClient, rpc
 from shared.messaging.subscriptions import handles
