@@ -6,15 +6,15 @@ from datetime import datetime
 from nameko.timer import timer
 
 from services.order import schemas
-from services.order.payments import build_provider
-from services.order.readmodels import apply, product_changes
-from services.order.settings import (
+from services.order.config import (
     CATALOG_TIMEOUT,
     MARKETING_TIMEOUT,
     MEMBER_TIMEOUT,
     TIMER_INTERVAL,
     OrderSettings,
 )
+from services.order.payments import build_provider
+from services.order.readmodels import apply, product_changes
 from services.order.store import INDEXES
 from services.order.usecases import OrderWorkflow
 from shared.clock import utcnow

@@ -20,12 +20,12 @@ from datetime import datetime
 from pymongo.errors import DuplicateKeyError
 
 from services.order import metrics, schemas
+from services.order.config import OrderSettings
 from services.order.domain import order as domain
 from services.order.domain import payment as payment_rules
 from services.order.domain import pricing, returns, states
 from services.order.domain.payment import ChargeResult
 from services.order.readmodels import PUBLISHED, ReadModels
-from services.order.settings import OrderSettings
 from services.order.store import OrderRepo, RefundRepo
 from shared.clock import to_iso
 from shared.errors import Conflict, NotFound, ServiceTimeout, ServiceUnavailable, ValidationFailed
