@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from nameko.timer import timer
 
-from services.catalog import commands, domain, inventory, schemas, search
+from services.catalog import domain, schemas, search
 from services.catalog import metrics as m
 from services.catalog.store import (
     INDEXES,
@@ -16,6 +16,7 @@ from services.catalog.store import (
     review_dict,
     stock_dict,
 )
+from services.catalog.usecases import commands, inventory
 from shared.clock import parse_iso, to_iso, utcnow
 from shared.config import env_float, env_int
 from shared.errors import ValidationFailed

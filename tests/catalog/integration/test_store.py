@@ -10,8 +10,9 @@ from pymongo import ReadPreference
 from pymongo.read_concern import ReadConcern
 from pymongo.write_concern import WriteConcern
 
-from services.catalog import commands, domain, inventory
+from services.catalog import domain
 from services.catalog.store import INDEXES, ensure_house_merchant
+from services.catalog.usecases import commands, inventory
 from shared.clock import utcnow
 from shared.messaging import inbox, outbox
 from shared.retry import is_transient

@@ -8,8 +8,9 @@ from datetime import datetime
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from services.catalog import domain, inventory, search
+from services.catalog import domain, search
 from services.catalog.store import get_or_404
+from services.catalog.usecases import inventory
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.ids import new_id
 
