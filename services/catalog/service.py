@@ -5,10 +5,9 @@ from nameko.timer import timer
 
 from services.catalog import domain, schemas, search
 from services.catalog import metrics as m
-from services.catalog.store import (
-    INDEXES,
-    CatalogStore,
-    get_or_404,
+from services.catalog.store import INDEXES, CatalogStore, get_or_404
+from services.catalog.usecases import commands, inventory
+from services.catalog.views import (
     ledger_dict,
     merchant_dict,
     product_dict,
@@ -16,7 +15,6 @@ from services.catalog.store import (
     review_dict,
     stock_dict,
 )
-from services.catalog.usecases import commands, inventory
 from shared.clock import parse_iso, to_iso, utcnow
 from shared.config import env_float, env_int
 from shared.errors import ValidationFailed
