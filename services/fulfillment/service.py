@@ -1,9 +1,9 @@
-"""The fulfillment nameko service: entrypoints only; the use cases are in app.py."""
+"""The fulfillment nameko service: entrypoints only; the use cases are in usecases.py."""
 from __future__ import annotations
 
 from nameko.timer import timer
 
-from services.fulfillment import app, schemas
+from services.fulfillment import schemas, usecases
 from services.fulfillment.config import SLA_CHECK_INTERVAL, Config
 from services.fulfillment.store import INDEXES
 from shared.clock import parse_iso, utcnow
@@ -26,51 +26,51 @@ class FulfillmentService(ShopService):
     # --- warehouses ---------------------------------------------------------------------------
     @rpc(schema={"warehouse": Payload()})
     def create_warehouse(self, warehouse):
-        return app.create_warehouse(self.store, warehouse, utcnow())
+        return usecases.create_warehouse(self.store, warehouse, utcnow())
 
     @rpc(schema={"warehouse_id": Id(), "changes": Payload()})
     def update_warehouse(self, warehouse_id, changes):
-        return app.update_warehouse(self.store, warehouse_id, changes, utcnow())
+        return usecases.update_warehouse(self.store, warehouse_id, changes, utcnow())
 
     @rpc(schema={"warehouse_id": Id()})
     def get_warehouse(self, warehouse_id):
-        return app.get_warehouse(self.store, warehouse_id)
+        return usecases.get_warehouse(self.store, warehouse_id)
 
     @rpc(schema={"region": Text(100), "active": Bool(), "page": Page(), "page_size": PageSize()})
     def list_warehouses(self, region=None, active=None, page=1, page_size=20):
-        return app.list_warehouses(self.store, region=region, active=active, page=page,
+        return usecases.list_warehouses(self.store, region=region, active=active, page=page,
                                    page_size=page_size)
 
     # --- shipments ----------------------------------------------------------------------------
     @rpc(schema={"shipment_id": Id()})
     def get_shipment(self, shipment_id):
-        return app.get_shipment(self.store, shipment_id)
+        return usecases.get_shipment(self.store, shipment_id)
 
     @rpc(schema={"order_id": Id()})
     def get_shipment_for_order(self, order_id):
-        return app.get_shipment_for_order(self.store, order_id)
+        return usecases.get_shipment_for_order(self.store, order_id)
 
     @rpc(schema={"status": Text(32), "warehouse_id": Id(), "page": Page(), "page_size": PageSize()})
     def list_shipments(self, status=None, warehouse_id=None, page=1, page_size=20):
-        return app.list_shipments(self.store, status=status, warehouse_id=warehouse_id,
+        return usecases.list_shipments(self.store, status=status, warehouse_id=warehouse_id,
                                   page=page, page_size=page_size)
 
     @rpc(schema={"shipment_id": Id(), "carrier": Text(100), "tracking_number": Text(100)})
     def dispatch_shipment(self, shipment_id, carrier=None, tracking_number=None):
-        return app.dispatch_shipment(self.store, self.config, utcnow(), shipment_id=shipment_id,
+        return usecases.dispatch_shipment(self.store, self.config, utcnow(), shipment_id=shipment_id,
                                      carrier=carrier, tracking_number=tracking_number)
 
     @rpc(schema={"shipment_id": Id(), "event": Payload()})
     def add_tracking_event(self, shipment_id, event):
-        return app.add_tracking_event(self.store, utcnow(), shipment_id=shipment_id, event=event)
+        return usecases.add_tracking_event(self.store, utcnow(), shipment_id=shipment_id, event=event)
 
     @rpc(schema={"shipment_id": Id()})
     def confirm_delivery(self, shipment_id):
-        return app.confirm_delivery(self.store, utcnow(), shipment_id=shipment_id)
+        return usecases.confirm_delivery(self.store, utcnow(), shipment_id=shipment_id)
 
     @rpc(schema={"page": Page(), "page_size": PageSize(), "include_dispatched": Bool()})
     def list_late_shipments(self, page=1, page_size=20, include_dispatched=False):
-        return app.list_late_shipments(self.store, page=page, page_size=page_size,
+        return usecases.list_late_shipments(self.store, page=page, page_size=page_size,
                                        include_dispatched=include_dispatched)
 
     # --- SLA ----------------------------------------------------------------------------------
@@ -79,12 +79,12 @@ class FulfillmentService(ShopService):
         """What the timer does, on demand; `now` (ISO) lets tests and operators
         choose the clock."""
         args = load(schemas.SlaCheck(), {"now": now})
-        return app.run_sla_check(self.store, parse_iso(args["now"]) if args["now"] else utcnow())
+        return usecases.run_sla_check(self.store, parse_iso(args["now"]) if args["now"] else utcnow())
 
     @timer(interval=SLA_CHECK_INTERVAL)
     def sla_timer(self):
         try:
-            result = app.run_sla_check(self.store, utcnow())
+            result = usecases.run_sla_check(self.store, utcnow())
         except Exception as exc:  # next tick tries again
             log.warning("sla_check_failed", error=type(exc).__name__)
             return
@@ -94,49 +94,49 @@ class FulfillmentService(ShopService):
     # --- returns ------------------------------------------------------------------------------
     @rpc(schema={"return_id": Id(), "lines": Objects(max=200)})
     def receive_return(self, return_id, lines=None):
-        return app.receive_return(self.store, utcnow(), return_id=return_id, lines=lines)
+        return usecases.receive_return(self.store, utcnow(), return_id=return_id, lines=lines)
 
     @rpc(schema={"return_id": Id()})
     def get_return(self, return_id):
-        return app.get_return(self.store, return_id)
+        return usecases.get_return(self.store, return_id)
 
     # --- tickets ------------------------------------------------------------------------------
     @rpc(schema={"member_id": Id(), "order_id": Id(), "category": Text(64), "message": Text(5000)})
     def open_ticket(self, member_id, order_id, category, message):
-        return app.open_ticket(self.store, self.config, utcnow(), member_id=member_id,
+        return usecases.open_ticket(self.store, self.config, utcnow(), member_id=member_id,
                                order_id=order_id, category=category, message=message)
 
     @rpc(schema={"ticket_id": Id(), "message": Text(5000)})
     def reply_ticket(self, ticket_id, message):
-        return app.reply_ticket(self.store, utcnow(), ticket_id=ticket_id, message=message)
+        return usecases.reply_ticket(self.store, utcnow(), ticket_id=ticket_id, message=message)
 
     @rpc(schema={"ticket_id": Id(), "resolution": Text(5000)})
     def resolve_ticket(self, ticket_id, resolution):
-        return app.resolve_ticket(self.store, utcnow(), ticket_id=ticket_id, resolution=resolution)
+        return usecases.resolve_ticket(self.store, utcnow(), ticket_id=ticket_id, resolution=resolution)
 
     @rpc(schema={"ticket_id": Id()})
     def get_ticket(self, ticket_id):
-        return app.get_ticket(self.store, ticket_id)
+        return usecases.get_ticket(self.store, ticket_id)
 
     @rpc(schema={"status": Text(32), "member_id": Id(), "breached": Bool(),
                  "page": Page(), "page_size": PageSize()})
     def list_tickets(self, status=None, member_id=None, breached=None, page=1, page_size=20):
-        return app.list_tickets(self.store, status=status, member_id=member_id, breached=breached,
+        return usecases.list_tickets(self.store, status=status, member_id=member_id, breached=breached,
                                 page=page, page_size=page_size)
 
     # --- events -------------------------------------------------------------------------------
     @handles("order", "order_paid")
     def on_order_paid(self, envelope):
-        app.on_order_paid(self.store, self.config, envelope, utcnow())
+        usecases.on_order_paid(self.store, self.config, envelope, utcnow())
 
     @handles("order", "order_cancelled")
     def on_order_cancelled(self, envelope):
-        app.on_order_cancelled(self.store, envelope, utcnow())
+        usecases.on_order_cancelled(self.store, envelope, utcnow())
 
     @handles("order", "return_requested")
     def on_return_requested(self, envelope):
-        app.on_return_requested(self.store, envelope, utcnow())
+        usecases.on_return_requested(self.store, envelope, utcnow())
 
     @handles("member", "member_erased")
     def on_member_erased(self, envelope):
-        app.on_member_erased(self.store, envelope, utcnow())
+        usecases.on_member_erased(self.store, envelope, utcnow())
