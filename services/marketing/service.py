@@ -1,14 +1,18 @@
 """The marketing nameko service: entrypoints only. Each one validates its clock argument, if it
-takes one, and calls a use case in the modules beside it (`carts`, `promotions`, `coupons`,
-`campaigns`, `notifications`, `order_events`, `attribution`, `experiments`, `recommendations`,
-`readmodels`), which validates its payload and runs one transaction (state + events)."""
+takes one, and calls a use case in `usecases/` (`carts`, `promotions`, `coupons`, `campaigns`,
+`notifications`, `order_events`, `attribution`, `experiments`, `recommendations`) or
+`readmodels`, which validates its payload and runs one transaction (state + events)."""
 from __future__ import annotations
 
 from datetime import datetime
 
 from nameko.timer import timer
 
-from services.marketing import (
+from services.marketing import readmodels
+from services.marketing.channels import Channels
+from services.marketing.config import Config, sweep_interval_from_env
+from services.marketing.store import INDEXES
+from services.marketing.usecases import (
     attribution,
     campaigns,
     carts,
@@ -17,12 +21,8 @@ from services.marketing import (
     notifications,
     order_events,
     promotions,
-    readmodels,
     recommendations,
 )
-from services.marketing.channels import Channels
-from services.marketing.config import Config, sweep_interval_from_env
-from services.marketing.store import INDEXES
 from shared.clock import parse_iso, utcnow
 from shared.errors import ValidationFailed
 from shared.messaging.rpc import RpcClient, rpc

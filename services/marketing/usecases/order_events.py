@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from services.marketing import attribution, readmodels
+from services.marketing import readmodels
 from services.marketing.channels import ChannelAdapter
 from services.marketing.config import MarketingConfig
-from services.marketing.notifications import notify, remember_order
 from services.marketing.store import close_order, redeem_reservation
+from services.marketing.usecases import attribution
+from services.marketing.usecases.notifications import notify, remember_order
 
 
 def on_order_placed(store, config: MarketingConfig, channels: ChannelAdapter, data: dict,
