@@ -202,3 +202,19 @@ def recommend(bought: set[str], co_purchases: dict[str, dict[str, int]], interes
             out.append({"product_id": pid, "score": 0, "reason": label})
             seen.add(pid)
     return out[:limit]
+
+
+# --- event payloads ---------------------------------------------------------------------------
+
+def coupon_use_event(reservation: dict) -> dict:
+    """`coupon_redeemed` / `coupon_released` data from a coupon reservation (`_id`: the order)."""
+    return {"code": reservation["code"], "promotion_id": reservation["promotion_id"],
+            "order_id": reservation["_id"], "member_id": reservation["member_id"],
+            "discount": reservation["discount"]}
+
+
+def message_sent_event(message: dict) -> dict:
+    """`message_sent` data from a message as it was sent."""
+    return {"message_id": message["id"], "campaign_id": message["campaign_id"],
+            "member_id": message["member_id"], "channel": message["channel"],
+            "kind": message["kind"], "cost": message["cost"]}

@@ -1,5 +1,6 @@
 """Marketing's MongoDB: collections, indexes, and the conditional updates every write relies on
-(coupon counters, reservations, message de-duplication). Functions taking `tx` run inside the
+(coupon counters, reservations, message de-duplication); the events they stage are composed by
+`domain`, the documents' outward shape by `views`. Functions taking `tx` run inside the
 caller's transaction (`tx.db`, `tx.session`, `tx.emit`)."""
 from __future__ import annotations
 
@@ -8,8 +9,7 @@ from datetime import datetime, timedelta
 from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from services.marketing import metrics
-from shared.clock import to_iso
+from services.marketing import domain, metrics
 from shared.errors import Conflict, NotFound
 from shared.ids import new_id
 
@@ -26,18 +26,6 @@ INDEXES = {
     "products": [IndexModel([("units", DESCENDING)]),
                  IndexModel([("category", ASCENDING), ("units", DESCENDING)])],
 }
-
-
-def public(doc: dict | None) -> dict | None:
-    """A stored document as a JSON-safe dict with `id` (datetimes as ISO strings)."""
-    if doc is None:
-        return None
-    out = {"id": doc["_id"]}
-    for key, value in doc.items():
-        if key == "_id":
-            continue
-        out[key] = to_iso(value) if isinstance(value, datetime) else value
-    return out
 
 
 def get_doc(db, collection: str, doc_id: str, message: str, details: dict) -> dict:
@@ -103,11 +91,6 @@ def _give_back(tx, code: str, member_id: str, was_redeemed: bool) -> None:
                                     {"$inc": {"count": -1}}, session=tx.session)
 
 
-def _use_event(res: dict) -> dict:
-    return {"code": res["code"], "promotion_id": res["promotion_id"], "order_id": res["_id"],
-            "member_id": res["member_id"], "discount": res["discount"]}
-
-
 def reserve_coupon(tx, *, order_id: str, coupon: dict, member_id: str, discount: int,
                    now: datetime, ttl: timedelta) -> dict:
     """Reserve `coupon` for `order_id`, once per order id (re-pricing refreshes the discount)."""
@@ -150,7 +133,7 @@ def release_reservation(tx, order_id: str, reason: str, now: datetime, *,
         return None
     if before.get("code"):
         _give_back(tx, before["code"], before["member_id"], before["status"] == "redeemed")
-        tx.emit("coupon_released", _use_event(before))
+        tx.emit("coupon_released", domain.coupon_use_event(before))
         metrics.COUPON_OUTCOMES.labels("released").inc()
     return before
 
@@ -186,7 +169,7 @@ def redeem_reservation(tx, order_id: str, now: datetime) -> dict | None:
     if not res.get("code"):
         return None
     tx.db.coupons.update_one({"_id": res["code"]}, {"$inc": {"redeemed": 1}}, session=tx.session)
-    tx.emit("coupon_redeemed", _use_event(res))
+    tx.emit("coupon_redeemed", domain.coupon_use_event(res))
     metrics.COUPON_OUTCOMES.labels("redeemed").inc()
     return res
 
@@ -210,8 +193,6 @@ def deliver(tx, adapter, *, member_id: str, channel: str, kind: str, campaign_id
                "body": content.get("body", ""), "cost": cost, "dedupe_key": dedupe_key,
                "sent_at": now}
     adapter.send(tx, message)
-    tx.emit("message_sent", {"message_id": message["id"], "campaign_id": campaign_id,
-                             "member_id": member_id, "channel": channel, "kind": kind,
-                             "cost": cost})
+    tx.emit("message_sent", domain.message_sent_event(message))
     metrics.MESSAGES.labels(channel, kind, "sent").inc()
     return message

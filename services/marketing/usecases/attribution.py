@@ -5,7 +5,8 @@ from datetime import datetime
 
 from services.marketing import domain, schemas
 from services.marketing.config import MarketingConfig
-from services.marketing.store import get_doc, insert_new, public
+from services.marketing.store import get_doc, insert_new
+from services.marketing.views import public
 from shared.clock import to_iso
 from shared.errors import Conflict, ValidationFailed
 from shared.ids import new_id

@@ -9,7 +9,8 @@ from datetime import datetime
 from services.marketing import domain, metrics, readmodels, schemas
 from services.marketing.channels import ChannelAdapter
 from services.marketing.config import MarketingConfig
-from services.marketing.store import deliver, get_doc, public
+from services.marketing.store import deliver, get_doc
+from services.marketing.views import public
 from shared.clock import parse_iso, to_iso
 from shared.errors import NotFound, ValidationFailed
 from shared.ids import new_id

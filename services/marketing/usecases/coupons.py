@@ -12,9 +12,9 @@ from services.marketing.store import (
     expired_reservations,
     get_doc,
     member_uses,
-    public,
     release_reservation,
 )
+from services.marketing.views import public
 from shared.clock import to_iso
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.validation import load

@@ -7,7 +7,8 @@ from datetime import datetime
 from pymongo.errors import DuplicateKeyError
 
 from services.marketing import domain, metrics, schemas
-from services.marketing.store import get_doc, insert_new, public
+from services.marketing.store import get_doc, insert_new
+from services.marketing.views import public
 from shared.clock import to_iso
 from shared.errors import Conflict, ValidationFailed
 from shared.validation import load

@@ -7,7 +7,8 @@ from datetime import datetime
 from services.marketing import domain
 from services.marketing.channels import ChannelAdapter
 from services.marketing.config import MarketingConfig
-from services.marketing.store import deliver, public
+from services.marketing.store import deliver
+from services.marketing.views import public
 
 
 def notify(tx, config: MarketingConfig, channels: ChannelAdapter, template: str, order_id: str,

@@ -4,7 +4,8 @@ from __future__ import annotations
 from datetime import datetime
 
 from services.marketing import pricing, schemas
-from services.marketing.store import get_doc, public
+from services.marketing.store import get_doc
+from services.marketing.views import public
 from shared.clock import parse_iso, to_iso
 from shared.ids import new_id
 from shared.validation import load
