@@ -328,3 +328,13 @@ def rfm_scores(last_order_at: datetime | None, orders: int, spend: int, now: dat
     f = 1 + sum(1 for limit in policy.frequency if orders >= limit)
     m = 1 + sum(1 for limit in policy.monetary if spend >= limit)
     return {"r": r, "f": f, "m": m, "score": f"{r}{f}{m}"}
+
+
+# --- event payloads ---------------------------------------------------------------------------
+
+def registered_event(doc: dict, tier: Tier) -> dict:
+    """`member_registered` data from a new member's document and its tier."""
+    return {"member_id": doc["_id"], "region": doc.get("region"), "gender": doc.get("gender"),
+            "birth_year": doc.get("birth_year"), "interests": list(doc.get("interests") or []),
+            "tier": tier.name, "tier_discount_percent": tier.discount_percent,
+            "version": doc["version"]}

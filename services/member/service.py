@@ -7,7 +7,7 @@ from nameko.timer import timer
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from services.member import domain, metrics, schemas
+from services.member import domain, metrics, schemas, views
 from services.member import store as st
 from services.member.config import Config
 from shared.clock import parse_iso, utcnow
@@ -51,7 +51,7 @@ class MemberService(ShopService):
         try:
             with self.store.transaction() as tx:
                 tx.db.members.insert_one(doc, session=tx.session)
-                tx.emit("member_registered", st.registered_event(doc, self.config))
+                tx.emit("member_registered", domain.registered_event(doc, self.config.tiers.get(doc["tier"])))
                 for channel, granted in sorted(data["consent"].items()):
                     st.record_consent(tx, doc["_id"], channel, granted, now, "registration")
                     tx.emit("member_consent_changed", {"member_id": doc["_id"], "channel": channel,
@@ -60,7 +60,7 @@ class MemberService(ShopService):
             raise st.duplicate_email() from None
         metrics.REGISTRATIONS.inc()
         log.info("member_registered", member_id=doc["_id"])
-        return st.member_view(doc, self.config, now, 0)
+        return views.member_view(doc, self.config, now, 0)
 
     @rpc(schema={"member_id": Id(), "now": When()})
     def get_member(self, member_id, now=None):
@@ -68,7 +68,8 @@ class MemberService(ShopService):
         at = _now(data["now"])
         doc = st.get_member_doc(self.store.db, data["member_id"])
         orders = st.window_orders(self.store.db, doc["_id"], at, self.config)
-        return st.member_view(doc, self.config, at, domain.window_spend(orders, at, self.config.tiers.window))
+        return views.member_view(doc, self.config, at,
+                                 domain.window_spend(orders, at, self.config.tiers.window))
 
     @rpc(schema={"member_id": Id(), "changes": Payload()})
     def update_profile(self, member_id, changes):
@@ -107,7 +108,7 @@ class MemberService(ShopService):
             metrics.ERASURES.inc()
             log.info("member_erased", member_id=data["member_id"])
         return {"id": doc["_id"], "member_id": doc["_id"], "erased": True,
-                "erased_at": st._iso(doc["erased_at"]), "already_erased": not erased_now}
+                "erased_at": views.iso(doc["erased_at"]), "already_erased": not erased_now}
 
     # ------------------------------------------------------------------ consent
 
@@ -132,7 +133,7 @@ class MemberService(ShopService):
         if changed:
             metrics.CONSENT_CHANGES.labels(channel, str(granted).lower()).inc()
         return {"id": member_id, "member_id": member_id, "channel": channel, "granted": granted,
-                "changed": changed, "at": st._iso(now if changed else current["at"]),
+                "changed": changed, "at": views.iso(now if changed else current["at"]),
                 "version": after["version"] if changed else doc.get("version", 0)}
 
     @rpc(schema={"member_id": Id()})
@@ -140,9 +141,9 @@ class MemberService(ShopService):
         data = load(schemas.MemberRef(), {"member_id": member_id})
         doc = st.get_member_doc(self.store.db, data["member_id"])
         return {"id": doc["_id"], "member_id": doc["_id"],
-                "consent": {ch: {"granted": c["granted"], "at": st._iso(c["at"])}
+                "consent": {ch: {"granted": c["granted"], "at": views.iso(c["at"])}
                             for ch, c in doc["consent"].items()},
-                "history": st.consent_history(self.store.db, doc["_id"])}
+                "history": views.consent_history_view(st.consent_history(self.store.db, doc["_id"]))}
 
     @rpc(schema={"channel": Text(32), "member_ids": Items(Id()), "page": Page(), "page_size": PageSize()})
     def list_contactable(self, channel, member_ids=None, page=1, page_size=100):
@@ -167,7 +168,9 @@ class MemberService(ShopService):
     @rpc(schema={"member_id": Id(), "limit": Int(1, 1000)})
     def get_points(self, member_id, limit=20):
         data = load(schemas.GetPoints(), {"member_id": member_id, "limit": limit})
-        return st.points_view(self.store.db, data["member_id"], data["limit"], utcnow())
+        member = st.get_member_doc(self.store.db, data["member_id"])
+        entries = st.latest_ledger_entries(self.store.db, member["_id"], data["limit"])
+        return views.points_view(member, entries, st.expiring_lots(self.store.db, member["_id"], utcnow()))
 
     @rpc(schema={"member_id": Id(), "points": Int(), "reason": Text(200), "request_id": Id()})
     def redeem_points(self, member_id, points, reason, request_id=None):
@@ -186,7 +189,7 @@ class MemberService(ShopService):
         if replay is not None and -replay["points"] != data["points"]:
             raise Conflict("request_id was already used for another amount",
                            {"fields": {"request_id": ["already used with another amount"]}})
-        return {**st.ledger_entry_view(entry), "member_id": member_id, "points": -entry["points"],
+        return {**views.ledger_entry_view(entry), "member_id": member_id, "points": -entry["points"],
                 "replayed": replay is not None}
 
     # ------------------------------------------------------------------ tiers and segments
@@ -195,13 +198,16 @@ class MemberService(ShopService):
     def get_segment(self, member_id, now=None):
         data = load(schemas.MemberRef(), {"member_id": member_id, "now": now})
         doc = st.get_member_doc(self.store.db, data["member_id"])
-        return {**st.segment_entry(doc, _now(data["now"]), self.config), "erased": bool(doc.get("erased"))}
+        return {**views.segment_entry(doc, _now(data["now"]), self.config), "erased": bool(doc.get("erased"))}
 
     @rpc(schema={"name": Text(64), "page": Page(), "page_size": PageSize(), "now": When()})
     def list_segment(self, name, page=1, page_size=50, now=None):
         data = load(schemas.ListSegment(), {"name": name, "page": page, "page_size": page_size, "now": now})
-        return st.list_segment(self.store.db, data["name"], data["page"], data["page_size"],
-                               _now(data["now"]), self.config)
+        at = _now(data["now"])
+        docs, total = st.segment_page(self.store.db, data["name"], data["page"], data["page_size"], at,
+                                      self.config)
+        return views.segment_page_view(data["name"], data["page"], data["page_size"], total, docs, at,
+                                       self.config)
 
     @rpc(schema={})
     def get_tiers(self):

@@ -1,6 +1,7 @@
 """The member service's MongoDB: collections, indexes and the queries and
-atomic updates behind each use case. Every function that writes takes the open
-transaction `tx` (state and outbox commit together).
+atomic updates behind each use case (the shapes of answers: views.py). Every
+function that writes takes the open transaction `tx` (state and outbox commit
+together).
 
 Collections:
 - members          profile (personal data), consent, tier, points balance, order counters
@@ -17,7 +18,7 @@ from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 
 from services.member import domain, metrics
 from services.member.config import MemberConfig
-from shared.clock import as_utc, to_iso
+from shared.clock import as_utc
 from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.ids import new_id
 
@@ -56,10 +57,6 @@ INDEXES = {
 # (shared/storage/readmodel.py). Order counters (orders_count, spend) carry no version: no event
 # announces them as state.
 BUMP = {"version": 1}
-
-
-def _iso(value: datetime | None) -> str | None:
-    return to_iso(as_utc(value)) if value is not None else None
 
 
 # --------------------------------------------------------------------------- members
@@ -128,47 +125,6 @@ def window_orders(db, member_id: str, now: datetime, config: MemberConfig, sessi
                                     {"paid_at": 1, "total": 1, "refunded": 1}, session=session)]
 
 
-def member_view(doc: dict, config: MemberConfig, now: datetime, window_spend: int) -> dict:
-    tier = config.tiers.get(doc["tier"])
-    view = {
-        "id": doc["_id"],
-        "member_id": doc["_id"],
-        "erased": bool(doc.get("erased")),
-        "tier": tier.name,
-        "tier_discount_percent": tier.discount_percent,
-        "tier_points_multiplier": str(tier.multiplier),
-        "tier_progress": config.tiers.progress(window_spend),
-        "points_balance": doc.get("points_balance", 0),
-        "orders_count": doc.get("orders_count", 0),
-        "version": doc.get("version", 0),
-        "registered_at": _iso(doc["registered_at"]),
-        "updated_at": _iso(doc.get("updated_at")),
-        "last_order_at": _iso(doc.get("last_order_at")),
-        "segment": domain.segment_of(as_utc(doc["registered_at"]),
-                                     as_utc(doc["last_order_at"]) if doc.get("last_order_at") else None,
-                                     now, config.segments),
-    }
-    if doc.get("erased"):
-        view["erased_at"] = _iso(doc.get("erased_at"))
-        return view
-    view.update({
-        "email": doc["email"], "name": doc["name"], "phone": doc.get("phone"),
-        "birth_year": doc.get("birth_year"), "gender": doc.get("gender"),
-        "region": doc.get("region"), "interests": list(doc.get("interests") or []),
-        "consent": {ch: {"granted": c["granted"], "at": _iso(c["at"])}
-                    for ch, c in doc.get("consent", {}).items()},
-    })
-    return view
-
-
-def registered_event(doc: dict, config: MemberConfig) -> dict:
-    tier = config.tiers.get(doc["tier"])
-    return {"member_id": doc["_id"], "region": doc.get("region"), "gender": doc.get("gender"),
-            "birth_year": doc.get("birth_year"), "interests": list(doc.get("interests") or []),
-            "tier": tier.name, "tier_discount_percent": tier.discount_percent,
-            "version": doc["version"]}
-
-
 def record_consent(tx, member_id: str, channel: str, granted: bool, now: datetime, source: str) -> None:
     tx.db.consent_history.insert_one({"_id": new_id("cns"), "member_id": member_id, "channel": channel,
                                       "granted": granted, "at": now, "source": source},
@@ -176,8 +132,7 @@ def record_consent(tx, member_id: str, channel: str, granted: bool, now: datetim
 
 
 def consent_history(db, member_id: str) -> list[dict]:
-    return [{"channel": h["channel"], "granted": h["granted"], "at": _iso(h["at"]), "source": h["source"]}
-            for h in db.consent_history.find({"member_id": member_id}).sort([("at", 1), ("_id", 1)])]
+    return list(db.consent_history.find({"member_id": member_id}).sort([("at", 1), ("_id", 1)]))
 
 
 def erase(tx, member_id: str, now: datetime) -> int | None:
@@ -207,13 +162,6 @@ def erase(tx, member_id: str, now: datetime) -> int | None:
 
 
 # --------------------------------------------------------------------------- points
-
-def ledger_entry_view(entry: dict) -> dict:
-    return {"id": entry["_id"], "kind": entry["kind"], "points": entry["points"],
-            "balance": entry["balance"], "order_id": entry.get("order_id"),
-            "reason": entry.get("reason"), "request_id": entry.get("request_id"),
-            "at": _iso(entry["at"])}
-
 
 def _append(tx, member_id: str, kind: str, points: int, balance: int, now: datetime, key: str,
             order_id: str | None = None, reason: str | None = None, request_id: str | None = None) -> dict:
@@ -326,15 +274,13 @@ def expire_lot(tx, lot_id: str, now: datetime) -> int:
     return points
 
 
-def points_view(db, member_id: str, limit: int, now: datetime) -> dict:
-    doc = get_member_doc(db, member_id)
-    entries = db.ledger.find({"member_id": member_id}).sort([("at", -1), ("_id", -1)]).limit(limit)
-    expiring = db.point_lots.find({"member_id": member_id, "remaining": {"$gt": 0},
-                                   "expires_at": {"$gt": now}}).sort("expires_at", 1).limit(10)
-    return {"id": member_id, "member_id": member_id, "balance": doc.get("points_balance", 0),
-            "entries": [ledger_entry_view(e) for e in entries],
-            "expiring": [{"points": lot["remaining"], "expires_at": _iso(lot["expires_at"]),
-                          "order_id": lot.get("order_id")} for lot in expiring]}
+def latest_ledger_entries(db, member_id: str, limit: int) -> list[dict]:
+    return list(db.ledger.find({"member_id": member_id}).sort([("at", -1), ("_id", -1)]).limit(limit))
+
+
+def expiring_lots(db, member_id: str, now: datetime, limit: int = 10) -> list[dict]:
+    return list(db.point_lots.find({"member_id": member_id, "remaining": {"$gt": 0},
+                                    "expires_at": {"$gt": now}}).sort("expires_at", 1).limit(limit))
 
 
 # --------------------------------------------------------------------------- orders, spend, tiers
@@ -449,26 +395,15 @@ def segment_query(name: str, now: datetime, config: MemberConfig) -> dict:
     return {"erased": False, "$or": [ordered, unordered]}
 
 
-def segment_entry(doc: dict, now: datetime, config: MemberConfig) -> dict:
-    last = as_utc(doc["last_order_at"]) if doc.get("last_order_at") else None
-    return {
-        "id": doc["_id"], "member_id": doc["_id"],
-        "segment": domain.segment_of(as_utc(doc["registered_at"]), last, now, config.segments),
-        "rfm": domain.rfm_scores(last, doc.get("orders_count", 0), doc.get("net_spend", 0), now, config.rfm),
-        "tier": doc["tier"], "last_order_at": _iso(last), "orders_count": doc.get("orders_count", 0),
-        "net_spend": doc.get("net_spend", 0), "registered_at": _iso(doc["registered_at"]),
-    }
-
-
 SEGMENT_FIELDS = {"registered_at": 1, "last_order_at": 1, "orders_count": 1, "net_spend": 1, "tier": 1}
 
 
-def list_segment(db, name: str, page: int, page_size: int, now: datetime, config: MemberConfig) -> dict:
+def segment_page(db, name: str, page: int, page_size: int, now: datetime,
+                 config: MemberConfig) -> tuple[list[dict], int]:
+    """One page of the members in segment `name` (SEGMENT_FIELDS only) and the segment's size."""
     query = segment_query(name, now, config)
     docs = db.members.find(query, SEGMENT_FIELDS).sort("_id", 1).skip((page - 1) * page_size).limit(page_size)
-    return {"segment": name, "page": page, "page_size": page_size,
-            "total": db.members.count_documents(query), "as_of": to_iso(now),
-            "items": [segment_entry(doc, now, config) for doc in docs]}
+    return list(docs), db.members.count_documents(query)
 
 
 def list_contactable(db, channel: str, member_ids: list[str] | None, page: int, page_size: int) -> dict:
