@@ -20,6 +20,7 @@ from pathlib import Path
 import eventlet
 import requests
 
+from bench import units
 from bench.stats import distribution, slope
 from shared.clock import parse_iso, to_iso, utcnow
 from shared.traffic import Pacer
@@ -128,7 +129,6 @@ class Saga:
     def cpu_seconds(self) -> dict[str, float]:
         """CPU time so far of each service, mongod, the broker (shared with the
         machine's other users) and this process (the clients)."""
-        tick = os.sysconf("SC_CLK_TCK")
         pids = {name: proc.pid for name, proc in self.shop.suite.procs.items()}
         pids["mongod"] = self.infra.mongod.pid()
         beam = _pid_named("beam.smp")
@@ -137,8 +137,7 @@ class Saga:
         out = {}
         for name, pid in pids.items():
             try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                out[name] = (int(fields[11]) + int(fields[12])) / tick
+                out[name] = units.process_cpu_s(pid)
             except (OSError, TypeError, IndexError, ValueError):
                 continue
         usage = resource.getrusage(resource.RUSAGE_SELF)
