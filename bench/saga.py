@@ -117,9 +117,12 @@ class Saga:
                 if metric in ("shop_events_published_total", "shop_events_consumed_total",
                               "shop_rpc_client_calls_total", "shop_outbox_swept_total"):
                     try:
-                        totals[metric] += float(line.rsplit(" ", 1)[1])
+                        value = float(line.rsplit(" ", 1)[1])
                     except ValueError:
-                        pass
+                        continue
+                    totals[metric] += value
+                    if metric == "shop_events_consumed_total":
+                        totals[f"consumed_by:{name}"] += value
         status = self.shop.mongo.admin.command("serverStatus")
         for op, count in status["opcounters"].items():
             totals[f"mongod_{op}"] = count
@@ -414,7 +417,10 @@ def _per_order(before: dict, after: dict, orders: int) -> dict:
     # Every event delivery is a quorum-queue enqueue + deliver + ack; every RPC a
     # request and a reply on classic queues.
     per["broker_messages"] = per["event_deliveries"] + 2 * per["rpc_calls"]
-    return {k: round(v, 2) for k, v in per.items()}
+    out = {k: round(v, 2) for k, v in per.items()}
+    out["event_deliveries_by_consumer"] = {key.split(":", 1)[1]: round(value / orders, 2)
+                                           for key, value in delta.items() if key.startswith("consumed_by:")}
+    return out
 
 
 def ceiling(per_order: dict, raw_broker: dict, raw_store: dict) -> dict:

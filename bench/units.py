@@ -34,6 +34,7 @@ from shared.subscriptions import handles
 from shared.topology import declare_service, event_exchange
 
 SOURCE, EVENT = "catalog", "stock_adjusted"
+BATCH_CONSUMERS = {"analytics"}  # services whose events arrive in @handles_batch
 
 
 class UnitConsumer(ShopService):
@@ -132,7 +133,12 @@ def floor(per_order: dict, units: dict) -> dict:
     consumed = units["event_consumed"]
     consume_ms = consumed["cpu_ms"] + consumed["mongod_cpu_ms"]
     rpc_ms = units["rpc_call"]["cpu_ms"]
-    parts = {"deliveries_ms": round(per_order["event_deliveries"] * consume_ms, 1),
+    # One by one: analytics folds its events in batches, at a fraction of this unit's cost.
+    by_consumer = per_order.get("event_deliveries_by_consumer") or {}
+    one_by_one = sum(n for service, n in by_consumer.items() if service not in BATCH_CONSUMERS) \
+        if by_consumer else per_order["event_deliveries"]
+    parts = {"one_by_one_deliveries": round(one_by_one, 2),
+             "deliveries_ms": round(one_by_one * consume_ms, 1),
              "rpc_ms": round(per_order["rpc_calls"] * rpc_ms, 1)}
     total = sum(parts.values())
     measured = per_order.get("cpu_ms_services_and_mongod")
