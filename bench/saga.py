@@ -127,6 +127,12 @@ class Saga:
         for op, count in status["opcounters"].items():
             totals[f"mongod_{op}"] = count
         totals["mongod_transactions_committed"] = status.get("transactions", {}).get("totalCommitted", 0)
+        # Per collection (mongod's `top`): where an order's reads and writes go.
+        prefix = self.shop.suite.database("")
+        for namespace, ops in self.shop.mongo.admin.command("top")["totals"].items():
+            if namespace.startswith(prefix):
+                for op in ("insert", "update", "remove", "queries"):
+                    totals[f"top:{namespace}:{op}"] = ops.get(op, {}).get("count", 0)
         return dict(totals)
 
     def cpu_seconds(self) -> dict[str, float]:
@@ -420,6 +426,14 @@ def _per_order(before: dict, after: dict, orders: int) -> dict:
     out = {k: round(v, 2) for k, v in per.items()}
     out["event_deliveries_by_consumer"] = {key.split(":", 1)[1]: round(value / orders, 2)
                                            for key, value in delta.items() if key.startswith("consumed_by:")}
+    by_collection: Counter = Counter()
+    for key, value in delta.items():
+        if key.startswith("top:"):
+            _, namespace, op = key.split(":")
+            service_collection = namespace.split("_", 1)[1]  # "<prefix>_order.orders" → "order.orders"
+            by_collection[f"{service_collection} {'reads' if op == 'queries' else 'writes'}"] += value
+    out["mongod_ops_by_collection"] = {name: round(n / orders, 2)
+                                       for name, n in by_collection.most_common() if n / orders >= 0.1}
     return out
 
 
