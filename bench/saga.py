@@ -284,7 +284,8 @@ def closed_loop(saga: Saga, clients: int, duration: float, sample_every: float =
     }
     after = {k: v - background.get(k, 0) * counted_s for k, v in after.items()}
     result["per_order"] = _per_order(before, after, placed)
-    result["per_order"]["background_per_s"] = {k: round(v, 1) for k, v in background.items() if v}
+    result["per_order"]["background_per_s"] = {k: round(v, 1) for k, v in background.items()
+                                               if v and k.startswith(("mongod_", "shop_"))}
     if placed:
         own = [n for n in cpu_drained if n in cpu_before and n not in ("rabbitmq (shared)", "bench clients")]
         result["per_order"]["cpu_ms_services_and_mongod"] = round(
