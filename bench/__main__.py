@@ -24,7 +24,7 @@ import time  # noqa: E402
 import uuid  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from bench import chassis, raw, saga  # noqa: E402
+from bench import chassis, raw, saga, units  # noqa: E402
 from tests.chaos.harness import Infra  # noqa: E402
 from tools import devstack  # noqa: E402
 
@@ -117,6 +117,7 @@ def run_saga(infra: Infra, base: Path, args, result: dict) -> None:
         out["track"] = saga.track(suite, args.track_duration)
         out["ceiling"] = saga.ceiling(out["sustained"]["per_order"], result["raw_broker"],
                                       result["raw_store"])
+        out["floor"] = units.floor(out["sustained"]["per_order"], result["chassis_units"])
     finally:
         suite.close()
 
@@ -149,9 +150,15 @@ def measure(args) -> dict:
             result["raw_store"] = raw.store_baseline(infra.mongo_uri, args.writes)
             saga.log("chassis outbox path")
             outbox_uri = devstack.with_vhost(infra.amqp_uri.rsplit("/", 1)[0] + "/", outbox_vhost)
+            mongod_pid = infra.mongod.pid()
             result["chassis_outbox"] = {
-                "one_writer": chassis.outbox_path(infra.mongo_uri, outbox_uri, args.events, 1),
-                "eight_writers": chassis.outbox_path(infra.mongo_uri, outbox_uri, args.events, 8),
+                "one_writer": chassis.outbox_path(infra.mongo_uri, outbox_uri, args.events, 1, mongod_pid),
+                "eight_writers": chassis.outbox_path(infra.mongo_uri, outbox_uri, args.events, 8, mongod_pid),
+            }
+            saga.log("chassis unit costs: one event consumed, one RPC call")
+            result["chassis_units"] = {
+                "event_consumed": units.consume(infra.mongo_uri, outbox_uri, mongod_pid, args.events),
+                "rpc_call": units.rpc_calls(infra.mongo_uri, outbox_uri, mongod_pid, args.calls * 2),
             }
             if not args.no_saga:
                 try:

@@ -14,6 +14,7 @@ from nameko.containers import ServiceContainer
 from nameko.testing.services import dummy, entrypoint_hook
 from pymongo import MongoClient
 
+from bench import units
 from bench.raw import amqp_connection
 from shared.config import Settings
 from shared.messaging.topology import service_queue_name
@@ -70,7 +71,10 @@ def _count_delivered(amqp_uri: str, expected: int, timeout: float) -> float | No
         conn.close()
 
 
-def outbox_path(mongo_uri: str, amqp_uri: str, events: int, writers: int) -> dict:
+def outbox_path(mongo_uri: str, amqp_uri: str, events: int, writers: int,
+                mongod_pid: int | None = None) -> dict:
+    """Committed and delivered per second; with `mongod_pid`, also the CPU per event of this
+    process (the writers, the relay, and the py-amqp counter) and of mongod."""
     settings = dataclasses.replace(Settings.from_env(SOURCE), mongo_uri=mongo_uri, amqp_uri=amqp_uri,
                                    database=f"bench_outbox_{writers}", http_port=devstack.free_port())
     container = ServiceContainer(OutboxBench, settings.nameko_config())
@@ -89,11 +93,15 @@ def outbox_path(mongo_uri: str, amqp_uri: str, events: int, writers: int) -> dic
                 write(index * share, share)
 
         started = time.perf_counter()
+        cpu_before = time.process_time()
+        mongod_before = units.process_cpu_s(mongod_pid) if mongod_pid else None
         pool = [eventlet.spawn(one_writer, i) for i in range(writers)]
         for thread in pool:
             thread.wait()
         committed_s = time.perf_counter() - started
         done_at = delivered.wait()
+        cpu_s = time.process_time() - cpu_before
+        mongod_s = units.process_cpu_s(mongod_pid) - mongod_before if mongod_pid else None
         client = MongoClient(mongo_uri)
         pending = client[settings.database].outbox.count_documents({"pending": True})
         client.drop_database(settings.database)
@@ -104,6 +112,9 @@ def outbox_path(mongo_uri: str, amqp_uri: str, events: int, writers: int) -> dic
     result = {"events": total, "writers": writers,
               "committed_per_s": round(total / committed_s, 1),
               "left_pending": pending}
+    if mongod_pid:
+        result["cpu_ms_per_event"] = round(1000 * cpu_s / total, 2)
+        result["mongod_cpu_ms_per_event"] = round(1000 * mongod_s / total, 2)
     if done_at is None:
         result["delivered_per_s"] = None
         result["delivered_note"] = "not every event reached the consumer queue within 120 s"

@@ -20,6 +20,7 @@ from pathlib import Path
 import eventlet
 import requests
 
+from bench import units
 from bench.stats import distribution, slope
 from shared.clock import parse_iso, to_iso, utcnow
 from tests.chaos.harness import ADDRESS, Infra, Shop, seed
@@ -116,19 +117,27 @@ class Saga:
                 if metric in ("shop_events_published_total", "shop_events_consumed_total",
                               "shop_rpc_client_calls_total", "shop_outbox_swept_total"):
                     try:
-                        totals[metric] += float(line.rsplit(" ", 1)[1])
+                        value = float(line.rsplit(" ", 1)[1])
                     except ValueError:
-                        pass
+                        continue
+                    totals[metric] += value
+                    if metric == "shop_events_consumed_total":
+                        totals[f"consumed_by:{name}"] += value
         status = self.shop.mongo.admin.command("serverStatus")
         for op, count in status["opcounters"].items():
             totals[f"mongod_{op}"] = count
         totals["mongod_transactions_committed"] = status.get("transactions", {}).get("totalCommitted", 0)
+        # Per collection (mongod's `top`): where an order's reads and writes go.
+        prefix = self.shop.suite.database("")
+        for namespace, ops in self.shop.mongo.admin.command("top")["totals"].items():
+            if namespace.startswith(prefix):
+                for op in ("insert", "update", "remove", "queries"):
+                    totals[f"top:{namespace}:{op}"] = ops.get(op, {}).get("count", 0)
         return dict(totals)
 
     def cpu_seconds(self) -> dict[str, float]:
         """CPU time so far of each service, mongod, the broker (shared with the
         machine's other users) and this process (the clients)."""
-        tick = os.sysconf("SC_CLK_TCK")
         pids = {name: proc.pid for name, proc in self.shop.suite.procs.items()}
         pids["mongod"] = self.infra.mongod.pid()
         beam = _pid_named("beam.smp")
@@ -137,8 +146,7 @@ class Saga:
         out = {}
         for name, pid in pids.items():
             try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                out[name] = (int(fields[11]) + int(fields[12])) / tick
+                out[name] = units.process_cpu_s(pid)
             except (OSError, TypeError, IndexError, ValueError):
                 continue
         usage = resource.getrusage(resource.RUSAGE_SELF)
@@ -276,7 +284,8 @@ def closed_loop(saga: Saga, clients: int, duration: float, sample_every: float =
     }
     after = {k: v - background.get(k, 0) * counted_s for k, v in after.items()}
     result["per_order"] = _per_order(before, after, placed)
-    result["per_order"]["background_per_s"] = {k: round(v, 1) for k, v in background.items() if v}
+    result["per_order"]["background_per_s"] = {k: round(v, 1) for k, v in background.items()
+                                               if v and k.startswith(("mongod_", "shop_"))}
     if placed:
         own = [n for n in cpu_drained if n in cpu_before and n not in ("rabbitmq (shared)", "bench clients")]
         result["per_order"]["cpu_ms_services_and_mongod"] = round(
@@ -415,7 +424,18 @@ def _per_order(before: dict, after: dict, orders: int) -> dict:
     # Every event delivery is a quorum-queue enqueue + deliver + ack; every RPC a
     # request and a reply on classic queues.
     per["broker_messages"] = per["event_deliveries"] + 2 * per["rpc_calls"]
-    return {k: round(v, 2) for k, v in per.items()}
+    out = {k: round(v, 2) for k, v in per.items()}
+    out["event_deliveries_by_consumer"] = {key.split(":", 1)[1]: round(value / orders, 2)
+                                           for key, value in delta.items() if key.startswith("consumed_by:")}
+    by_collection: Counter = Counter()
+    for key, value in delta.items():
+        if key.startswith("top:"):
+            _, namespace, op = key.split(":")
+            service_collection = namespace.split("_", 1)[1]  # "<prefix>_order.orders" → "order.orders"
+            by_collection[f"{service_collection} {'reads' if op == 'queries' else 'writes'}"] += value
+    out["mongod_ops_by_collection"] = {name: round(n / orders, 2)
+                                       for name, n in by_collection.most_common() if n / orders >= 0.1}
+    return out
 
 
 def ceiling(per_order: dict, raw_broker: dict, raw_store: dict) -> dict:

@@ -73,6 +73,7 @@ class Settings:
     event_prefetch: int = 0
     topology_declare_all: bool = True
     topology_check_interval: float = 30.0
+    transient_conflict_backoff: float = 0.01
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -103,6 +104,8 @@ class Settings:
             transient_retries=env_int("TRANSIENT_RETRIES", 10),
             transient_backoff=env_float("TRANSIENT_BACKOFF", 0.2),
             transient_backoff_max=env_float("TRANSIENT_BACKOFF_MAX", 5.0),
+            # A write conflict's first wait (see shared.retry.Backoff).
+            transient_conflict_backoff=env_float("TRANSIENT_CONFLICT_BACKOFF", 0.01),
             outbox_sweep_interval=env_float("OUTBOX_SWEEP_INTERVAL", 2.0),
             outbox_sweep_grace=env_float("OUTBOX_SWEEP_GRACE", 5.0),
             outbox_window=env_int("OUTBOX_WINDOW", 200),

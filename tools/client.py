@@ -14,17 +14,21 @@ from nameko.standalone.rpc import ClusterRpcProxy
 
 from shared.config import Settings
 from shared.errors import ServiceTimeout
+from shared.messaging.rpc import RequestProxy
 from shared.observability.context import new_correlation_id
 
 
 class _Service:
-    def __init__(self, proxy, name: str, timeout: float):
-        self._proxy = getattr(proxy, name)
+    def __init__(self, cluster: ClusterRpcProxy, name: str, timeout: float):
+        self._cluster = cluster
         self._name = name
         self._timeout = timeout
 
     def __getattr__(self, method: str):
-        target = getattr(self._proxy, method)
+        # The services' own request publisher (shared.rpc: not persistent), on the
+        # standalone proxy's worker context and reply listener (nameko 2.14's).
+        target = RequestProxy(self._cluster._worker_ctx, self._name, method,
+                              self._cluster._reply_listener)
 
         def call(*args, **kwargs):
             try:
@@ -38,12 +42,12 @@ class _Service:
 
 
 class Client:
-    def __init__(self, proxy, timeout: float):
-        self._proxy = proxy
+    def __init__(self, cluster: ClusterRpcProxy, timeout: float):
+        self._cluster = cluster
         self._timeout = timeout
 
     def __getattr__(self, service: str) -> _Service:
-        return _Service(self._proxy, service, self._timeout)
+        return _Service(self._cluster, service, self._timeout)
 
 
 @contextmanager
@@ -53,5 +57,6 @@ def connect(amqp_uri: str | None = None, timeout: float | None = None,
     timeout = timeout or settings.rpc_timeout
     config = {"AMQP_URI": amqp_uri or settings.amqp_uri}
     context = {"correlation_id": correlation_id or new_correlation_id()}
-    with ClusterRpcProxy(config, context_data=context, timeout=timeout) as proxy:
-        yield Client(proxy, timeout)
+    cluster = ClusterRpcProxy(config, context_data=context, timeout=timeout)
+    with cluster:
+        yield Client(cluster, timeout)

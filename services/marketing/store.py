@@ -120,10 +120,19 @@ def reserve_coupon(tx, *, order_id: str, coupon: dict, member_id: str, discount:
     return {"_id": order_id, **doc}
 
 
+HOLDING = ["reserved", "redeemed"]
+
+
+def holds_coupon(db, order_id: str) -> bool:
+    """Whether `order_id` holds a coupon that a release would give back."""
+    return db.coupon_reservations.find_one({"_id": order_id, "status": {"$in": HOLDING}},
+                                           {"_id": 1}) is not None
+
+
 def release_reservation(tx, order_id: str, reason: str, now: datetime, *,
                         only_expired: bool = False) -> dict | None:
     """Give the coupon of `order_id` back (reserved or redeemed → released), once."""
-    filter_ = {"_id": order_id, "status": {"$in": ["reserved", "redeemed"]}}
+    filter_ = {"_id": order_id, "status": {"$in": HOLDING}}
     if only_expired:
         filter_ = {"_id": order_id, "status": "reserved", "expires_at": {"$lte": now}}
     before = tx.db.coupon_reservations.find_one_and_update(

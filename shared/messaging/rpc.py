@@ -14,8 +14,17 @@ import functools
 import inspect
 
 import eventlet
+from nameko.amqp.publish import Publisher
+from nameko.constants import (
+    AMQP_SSL_CONFIG_KEY,
+    AMQP_URI_CONFIG_KEY,
+    DEFAULT_SERIALIZER,
+    LOGIN_METHOD_CONFIG_KEY,
+    NON_PERSISTENT,
+    SERIALIZER_CONFIG_KEY,
+)
 from nameko.extensions import DependencyProvider
-from nameko.rpc import MethodProxy, ReplyListener
+from nameko.rpc import MethodProxy, ReplyListener, Responder, RpcConsumer, get_rpc_exchange
 from nameko.rpc import Rpc as NamekoRpc
 
 from shared.config import settings_of
@@ -29,7 +38,49 @@ from shared.security import guard
 log = get_logger(__name__)
 
 
+# A call's messages are worth no disk write. A request lost with the broker, or a reply
+# lost on the way back, makes the caller time out and repeat the call, with its request
+# id when it writes (idempotency.py), which answers with the first result. Waiting for
+# the broker to fsync a persistent request, and for a confirm of every reply, is what
+# made a bare call cost ~38 ms here (bench/README.md, "Unit costs").
+class RequestPublisher(Publisher):
+    """Requests: still confirmed, since the confirm is how `mandatory` tells a call to a
+    service that has no queue (nameko's UnknownService); not persistent."""
+
+    delivery_mode = NON_PERSISTENT
+
+
+class ReplyPublisher(Publisher):
+    """Replies go to the caller's own auto-delete queue: neither persistent nor confirmed."""
+
+    use_confirms = False
+    delivery_mode = NON_PERSISTENT
+
+
+class RequestProxy(MethodProxy):
+    publisher_cls = RequestPublisher
+
+
+class ShopResponder(Responder):
+    publisher_cls = ReplyPublisher
+
+
+class ShopRpcConsumer(RpcConsumer):
+    def handle_result(self, message, result, exc_info):
+        # nameko's, with the reply publisher above.
+        config = self.container.config
+        responder = ShopResponder(config[AMQP_URI_CONFIG_KEY], get_rpc_exchange(config),
+                                  config.get(SERIALIZER_CONFIG_KEY, DEFAULT_SERIALIZER), message,
+                                  ssl=config.get(AMQP_SSL_CONFIG_KEY),
+                                  login_method=config.get(LOGIN_METHOD_CONFIG_KEY))
+        result, exc_info = responder.send_response(result, exc_info)
+        self.queue_consumer.ack_message(message)
+        return result, exc_info
+
+
 class Rpc(NamekoRpc):
+    rpc_consumer = ShopRpcConsumer()
+
     def handle_result(self, message, worker_ctx, result, exc_info):
         # nameko lets a failed reply publish (broker restarting) raise out of the
         # worker, which kills the whole container. The reply is lost instead: the
@@ -126,8 +177,8 @@ class ServiceClient:
 
     def __getattr__(self, method: str):
         def call(*args, **kwargs):
-            proxy = MethodProxy(self._worker_ctx, self._target, method, self._listener,
-                                expiration=self._timeout)
+            proxy = RequestProxy(self._worker_ctx, self._target, method, self._listener,
+                                 expiration=self._timeout)
             reply = proxy.call_async(*args, **kwargs)
             try:
                 with eventlet.Timeout(self._timeout):

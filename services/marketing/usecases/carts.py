@@ -6,7 +6,7 @@ from datetime import datetime
 
 from services.marketing import domain, metrics, pricing, readmodels, schemas
 from services.marketing.config import MarketingConfig
-from services.marketing.store import member_uses, release_reservation, reserve_coupon
+from services.marketing.store import holds_coupon, member_uses, release_reservation, reserve_coupon
 from shared.clock import to_iso
 from shared.errors import ValidationFailed
 from shared.validation import load
@@ -57,16 +57,17 @@ def price_cart(store, config: MarketingConfig, now: datetime, *, member_id, line
     priced["member_id"] = req["member_id"]
     priced["order_id"] = req["order_id"]
     priced["coupon_reservation"] = None
-    if req["order_id"]:
+    if req["order_id"] and coupon:
         with store.transaction() as tx:
-            if coupon:
-                res = reserve_coupon(tx, order_id=req["order_id"], coupon=coupon_doc,
-                                     member_id=req["member_id"],
-                                     discount=priced["coupon_discount"], now=now,
-                                     ttl=config.reservation_ttl)
-                priced["coupon_reservation"] = {"status": res["status"],
-                                                "expires_at": to_iso(res["expires_at"])}
-            else:
-                release_reservation(tx, req["order_id"], "repriced", now)
+            res = reserve_coupon(tx, order_id=req["order_id"], coupon=coupon_doc,
+                                 member_id=req["member_id"],
+                                 discount=priced["coupon_discount"], now=now,
+                                 ttl=config.reservation_ttl)
+            priced["coupon_reservation"] = {"status": res["status"],
+                                            "expires_at": to_iso(res["expires_at"])}
+    elif req["order_id"] and holds_coupon(db, req["order_id"]):
+        # Re-priced without its coupon. Most orders never held one: they cost no transaction.
+        with store.transaction() as tx:
+            release_reservation(tx, req["order_id"], "repriced", now)
     metrics.CARTS_PRICED.labels("discounted" if priced["discount"] else "full_price").inc()
     return priced

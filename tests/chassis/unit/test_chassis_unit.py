@@ -116,3 +116,19 @@ def test_service_queue_is_a_quorum_queue_with_a_delivery_limit_and_dead_letterin
     assert queue.queue_arguments["x-delivery-limit"] == 5
     assert queue.queue_arguments["x-dead-letter-exchange"] == "evt--member.dlx"
     assert {(b.exchange.name, b.routing_key) for b in queue.bindings} >= {("order.events", "order_completed")}
+
+
+def test_a_write_conflict_is_retried_soon_and_never_given_less_time_than_an_outage():
+    from shared.retry import Backoff, is_write_conflict
+
+    conflict = OperationFailure("conflict", 112, {"errorLabels": ["TransientTransactionError"]})
+    outage = AutoReconnect("gone")
+    schedule = Backoff(Settings.from_env("example"))
+    assert is_write_conflict(conflict) and not is_write_conflict(outage)
+    assert schedule.delay(conflict, 0, 0.5) == pytest.approx(0.01)  # not 0.2 s behind a commit
+    assert schedule.delay(outage, 0, 0.5) == pytest.approx(0.2)
+    assert schedule.delay(conflict, 20, 0.99) <= 5.0 * 1.5  # capped like an outage
+    budget = {exc: sum(schedule.delay(exc, n, 0.0) for n in range(schedule.attempts(exc)))
+              for exc in (conflict, outage)}
+    assert schedule.attempts(conflict) > schedule.attempts(outage)
+    assert budget[conflict] >= budget[outage]

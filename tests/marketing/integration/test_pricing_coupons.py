@@ -220,3 +220,22 @@ def test_reservation_ttl_releases(marketing, rpc):
     assert db.coupon_reservations.find_one({"_id": "ord_t"})["release_reason"] == "expired"
     assert db.coupons.find_one({"_id": code})["used"] == 0
     assert len(events(db, "coupon_released")) == 1
+
+
+def test_repricing_an_order_without_its_coupon_gives_the_coupon_back(marketing, rpc):
+    svc = marketing()
+    db = store_of(svc)
+    _, code = _coupon(rpc, max_redemptions=1)
+    rpc.marketing.price_cart("mem_1", lines(), coupon_code=code, order_id="ord_r")
+    assert db.coupons.find_one({"_id": code})["used"] == 1
+
+    again = rpc.marketing.price_cart("mem_1", lines(), order_id="ord_r")  # the member dropped it
+    assert again["coupon_reservation"] is None and again["discount"] == 0
+    row = db.coupon_reservations.find_one({"_id": "ord_r"})
+    assert row["status"] == "released" and row["release_reason"] == "repriced"
+    assert db.coupons.find_one({"_id": code})["used"] == 0
+    assert len(events(db, "coupon_released")) == 1
+
+    rpc.marketing.price_cart("mem_2", lines(), order_id="ord_plain")  # never held one
+    assert db.coupon_reservations.find_one({"_id": "ord_plain"}) is None
+    assert len(events(db, "coupon_released")) == 1
