@@ -194,3 +194,10 @@ def moderation_effect(old: str, new: str) -> int:
 def rating_average(total: int, count: int) -> float:
     """Mean of approved ratings rounded to 2 decimals; 0.0 when none."""
     return round(total / count, 2) if count else 0.0
+
+
+def stock_keys(data: dict) -> list[str]:
+    """The stock documents an order event's lines write: handlers that share one run one at
+    a time in this process (shared.messaging.keyed), instead of conflicting and re-running."""
+    return [f"stock:{line['product_id']}" for line in data.get("lines") or ()
+            if isinstance(line, dict) and line.get("product_id")]

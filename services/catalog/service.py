@@ -261,7 +261,7 @@ class CatalogService(ShopService):
                 "page": args["page"], "page_size": args["page_size"]}
 
     # Events -------------------------------------------------------------------
-    @handles("order", "order_placed")
+    @handles("order", "order_placed", one_at_a_time=domain.stock_keys)
     def on_order_placed(self, envelope):
         data = envelope["data"]
         with self.store.transaction() as tx:
@@ -281,20 +281,20 @@ class CatalogService(ShopService):
             m.RELEASES.labels("order_cancelled").inc()
         log.info("order_cancellation", order_id=order_id, outcome=outcome)
 
-    @handles("order", "order_paid")
+    @handles("order", "order_paid", one_at_a_time=domain.stock_keys)
     def on_order_paid(self, envelope):
         data = envelope["data"]
         with self.store.transaction() as tx:
             inventory.record_paid(tx, data["order_id"], data["lines"], utcnow())
 
-    @handles("fulfillment", "shipment_dispatched")
+    @handles("fulfillment", "shipment_dispatched", one_at_a_time=domain.stock_keys)
     def on_shipment_dispatched(self, envelope):
         data = envelope["data"]
         with self.store.transaction() as tx:
             outcome = inventory.commit_shipment(tx, data["order_id"], data.get("lines", []), utcnow())
         log.info("reservation_commit", order_id=data["order_id"], outcome=outcome)
 
-    @handles("fulfillment", "return_received")
+    @handles("fulfillment", "return_received", one_at_a_time=domain.stock_keys)
     def on_return_received(self, envelope):
         data = envelope["data"]
         with self.store.transaction() as tx:

@@ -218,3 +218,16 @@ def message_sent_event(message: dict) -> dict:
     return {"message_id": message["id"], "campaign_id": message["campaign_id"],
             "member_id": message["member_id"], "channel": message["channel"],
             "kind": message["kind"], "cost": message["cost"]}
+
+
+def purchase_keys(data: dict) -> list[str]:
+    """What a paid order's counters write (a best seller's count, the member's purchases):
+    handlers sharing one run one at a time in this process (shared.messaging.keyed)."""
+    keys = [f"product:{line['product_id']}" for line in data.get("lines") or ()
+            if isinstance(line, dict) and line.get("product_id")]
+    return keys + member_keys(data)
+
+
+def member_keys(data: dict) -> list[str]:
+    """A member's read-model document, which member events arriving together all write."""
+    return [f"member:{data['member_id']}"] if data.get("member_id") else []

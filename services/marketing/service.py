@@ -8,7 +8,7 @@ from datetime import datetime
 
 from nameko.timer import timer
 
-from services.marketing import readmodels
+from services.marketing import domain, readmodels
 from services.marketing.channels import Channels
 from services.marketing.config import Config, sweep_interval_from_env
 from services.marketing.store import INDEXES
@@ -188,7 +188,7 @@ class MarketingService(ShopService):
     def on_order_placed(self, envelope):
         self._order_event(order_events.on_order_placed, envelope)
 
-    @handles("order", "order_paid")
+    @handles("order", "order_paid", one_at_a_time=domain.purchase_keys)
     def on_order_paid(self, envelope):
         self._order_event(order_events.on_order_paid, envelope)
 
@@ -214,19 +214,19 @@ class MarketingService(ShopService):
 
     # --- member events ------------------------------------------------------------------
 
-    @handles("member", "member_registered")
+    @handles("member", "member_registered", one_at_a_time=domain.member_keys)
     def on_member_registered(self, envelope):
         readmodels.on_member_registered(self.store, envelope)
 
-    @handles("member", "member_consent_changed")
+    @handles("member", "member_consent_changed", one_at_a_time=domain.member_keys)
     def on_member_consent_changed(self, envelope):
         readmodels.on_member_consent_changed(self.store, envelope)
 
-    @handles("member", "tier_changed")
+    @handles("member", "tier_changed", one_at_a_time=domain.member_keys)
     def on_tier_changed(self, envelope):
         readmodels.on_tier_changed(self.store, envelope)
 
-    @handles("member", "member_erased")
+    @handles("member", "member_erased", one_at_a_time=domain.member_keys)
     def on_member_erased(self, envelope):
         readmodels.on_member_erased(self.store, envelope)
 

@@ -338,3 +338,9 @@ def registered_event(doc: dict, tier: Tier) -> dict:
             "birth_year": doc.get("birth_year"), "interests": list(doc.get("interests") or []),
             "tier": tier.name, "tier_discount_percent": tier.discount_percent,
             "version": doc["version"]}
+
+
+def member_keys(data: dict) -> list[str]:
+    """The member document an order event writes (points, tier): events of one member run
+    one at a time in this process (shared.messaging.keyed) instead of conflicting."""
+    return [f"member:{data['member_id']}"] if data.get("member_id") else []

@@ -93,20 +93,20 @@ class MemberService(ShopService):
         usecases.expire_points(self.store, self.config, now)
         usecases.review_tiers(self.store, self.config, now)
 
-    @handles("order", "order_paid")
+    @handles("order", "order_paid", one_at_a_time=domain.member_keys)
     def on_order_paid(self, envelope):
         data = envelope["data"]
         usecases.count_paid(self.store, self.config, data["order_id"], data["member_id"], data["total"],
                             domain.merchandise_total(data), parse_iso(envelope["occurred_at"]),
                             completed=False)
 
-    @handles("order", "order_completed")
+    @handles("order", "order_completed", one_at_a_time=domain.member_keys)
     def on_order_completed(self, envelope):
         data = envelope["data"]
         usecases.count_paid(self.store, self.config, data["order_id"], data["member_id"], data["total"],
                             domain.merchandise_total(data), parse_iso(envelope["occurred_at"]),
                             completed=True)
 
-    @handles("order", "order_refunded")
+    @handles("order", "order_refunded", one_at_a_time=domain.member_keys)
     def on_order_refunded(self, envelope):
         usecases.count_refund(self.store, self.config, envelope["data"])

@@ -35,6 +35,7 @@ from shared.config import settings_of
 from shared.events.base import Envelope
 from shared.messaging import failures
 from shared.messaging.inbox import DuplicateEvent
+from shared.messaging.keyed import HOT_KEYS
 from shared.messaging.publisher import OK, ConfirmedPublisher, Outgoing
 from shared.messaging.topology import (
     dead_letter_exchange_name,
@@ -435,15 +436,28 @@ class BatchHandlerEntrypoint(RoutedEntrypoint):
         return result, exc_info
 
 
-def handles(source: str, event_type: str, steps: bool = False):
+def handles(source: str, event_type: str, steps: bool = False, one_at_a_time=None):
     """Decorate `on_<event_type>(self, envelope)` as the service's handler.
-    `steps=True`: the handler opens several transactions, each keyed in the inbox."""
+    `steps=True`: the handler opens several transactions, each keyed in the inbox.
+    `one_at_a_time=lambda data: [...]`: the keys of the hot documents the handler writes;
+    handlers sharing a key run one after the other in this process (keyed.py)."""
 
     def decorate(fn):
         wrapped = retrying(_skip_duplicates(fn), kind="event")
+        if one_at_a_time is not None:
+            wrapped = _one_at_a_time(wrapped, one_at_a_time)
         return EventHandlerEntrypoint.decorator(source, event_type, steps=steps)(wrapped)
 
     return decorate
+
+
+def _one_at_a_time(fn, keys_of):
+    @functools.wraps(fn)
+    def wrapper(self, envelope):
+        with HOT_KEYS.holding(keys_of(envelope.get("data") or {})):
+            return fn(self, envelope)
+
+    return wrapper
 
 
 def handles_batch(max_size: int = 500, max_wait: float = 0.05):

@@ -132,3 +132,36 @@ def test_a_write_conflict_is_retried_soon_and_never_given_less_time_than_an_outa
               for exc in (conflict, outage)}
     assert schedule.attempts(conflict) > schedule.attempts(outage)
     assert budget[conflict] >= budget[outage]
+
+
+def test_handlers_sharing_a_hot_key_run_one_at_a_time_and_others_run_beside_them():
+    import eventlet
+
+    from shared.messaging.keyed import KeyedLocks
+
+    locks, trace = KeyedLocks(), []
+
+    def handler(name, keys):
+        with locks.holding(keys):
+            trace.append(("in", name))
+            eventlet.sleep(0)  # yield: another handler may run now
+            eventlet.sleep(0)
+            trace.append(("out", name))
+
+    pool = eventlet.GreenPool()
+    pool.spawn(handler, "a", ["stock:p1", "stock:p2"])
+    pool.spawn(handler, "b", ["stock:p2", "stock:p1"])  # same keys, other order: no deadlock
+    pool.spawn(handler, "c", ["stock:p9"])
+    pool.waitall()
+    a_in, a_out = trace.index(("in", "a")), trace.index(("out", "a"))
+    b_in = trace.index(("in", "b"))
+    assert b_in > a_out  # b waited for a
+    assert a_in < trace.index(("in", "c")) < a_out  # c shares nothing: it ran meanwhile
+    assert len(locks) == 0  # no key kept once nobody holds it
+
+
+def test_a_catalog_order_event_is_keyed_by_the_stock_its_lines_write():
+    from services.catalog.domain import stock_keys
+
+    assert stock_keys({"lines": [{"product_id": "p1"}, {"product_id": "p2"}]}) == ["stock:p1", "stock:p2"]
+    assert stock_keys({"order_id": "o1"}) == []
