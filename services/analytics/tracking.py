@@ -62,7 +62,7 @@ def _check(item, currency: str) -> dict:
         return {"event_id": ["Must be a non-empty string of at most 200 characters."]}
     data = {k: v for k, v in item.items() if k not in ("event_type", "event_id")}
     try:
-        schema_of(TRACKING_SOURCE, event_type).load(data)
+        schema_of(TRACKING_SOURCE, event_type).check(data)
     except ValidationError as exc:
         return exc.messages
     if data.get("currency") not in (None, currency):
