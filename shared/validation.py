@@ -122,6 +122,11 @@ def _compile_field(field):
     def value_ok(value) -> bool:
         if value is None:
             return allow_none
-        return kind(value) and all(rule(value) for rule in rules)
+        if not kind(value):
+            return False
+        for rule in rules:
+            if not rule(value):
+                return False
+        return True
 
     return value_ok

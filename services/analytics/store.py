@@ -127,7 +127,7 @@ class Fold:
         self.open: dict[tuple[str, str], list] = {}       # (collection, _id) -> its mergeable op
         self.unfolded: dict[str, tuple[dict, int]] = {}   # counters _id -> (keys, count)
         self.paid: set[str] = set()                       # orders already counted as paid
-        self.buckets: dict[datetime, tuple] = {}          # occurred_at -> its hour and day buckets
+        self.hours: dict[int, tuple] = {}                 # UTC hour -> its hour and day buckets
 
     def inc(self, at: datetime, dim: str, key: str, counters: dict) -> None:
         """Add `counters` to the current shard of the hour and day buckets of `at`
@@ -135,10 +135,7 @@ class Fold:
         counters = {k: v for k, v in counters.items() if v}
         if not counters:
             return
-        buckets = self.buckets.get(at)
-        if buckets is None:  # an event folds into several (dim, key) of the same buckets
-            buckets = self.buckets[at] = domain.buckets_of(at, self.tz)
-        for bucket in buckets:
+        for bucket in self.buckets_of(at):
             _id = f"{bucket.grain}|{bucket.key}|{dim}|{key}|{self.shard}"
             entry = self.pending.get(_id)
             if entry is None:
@@ -148,6 +145,20 @@ class Fold:
             total = entry[1]
             for name, value in counters.items():
                 total[name] = total.get(name, 0) + value
+
+    def buckets_of(self, at: datetime) -> tuple:
+        """`domain.buckets_of(at)`, computed once per UTC hour of the batch: the hour's
+        bucket is the hour's, and so is the day's when the whole hour lies in one local
+        day (an hour a local midnight cuts, in a zone offset by a fraction of an hour,
+        is computed for every event)."""
+        hour = int(at.timestamp() // 3600)
+        buckets = self.hours.get(hour)
+        if buckets is None:
+            buckets = domain.buckets_of(at, self.tz)
+            in_hour, in_day = buckets
+            if in_day.start <= in_hour.start and in_hour.end <= in_day.end:
+                self.hours[hour] = buckets
+        return buckets
 
     def update(self, collection: str, _id: str, update: dict) -> None:
         """An upsert of entity `_id`, merged into the document's open update."""
@@ -194,8 +205,8 @@ class Fold:
         collection's entity updates in order, each kind as one bulk write."""
         pending, self.pending = self.pending, {}
         ops, self.ops, self.open = self.ops, {}, {}
-        if len(self.buckets) > 10_000:  # rebuild keeps one Fold for the whole raw store
-            self.buckets = {}
+        if len(self.hours) > 10_000:  # rebuild keeps one Fold for the whole raw store
+            self.hours = {}
         unfolded, self.unfolded = self.unfolded, {}
         if pending:
             self.db[AGG].bulk_write(
