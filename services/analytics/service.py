@@ -12,7 +12,7 @@ from pymongo.errors import DuplicateKeyError
 from werkzeug.wrappers import Response
 
 from services.analytics import admission, dashboard, domain, openapi, queries, schemas, store, tracking
-from services.analytics.gauges import Gauges
+from services.analytics.metrics import Gauges
 from shared import guard
 from shared.clock import utcnow
 from shared.errors import ShopError, ValidationFailed
