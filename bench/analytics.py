@@ -44,7 +44,7 @@ from zoneinfo import ZoneInfo
 
 from pymongo import MongoClient
 
-from services.analytics import domain, queries, store
+from services.analytics import domain, store, views
 from shared import devstack
 from shared.auth import track_headers
 
@@ -210,10 +210,10 @@ def time_queries(db, repeats: int) -> dict:
     rng = domain.TimeRange(END - timedelta(days=WINDOW_DAYS), END)
     first, last = domain.month_key(rng.start, TZ), domain.month_key(rng.end - timedelta(seconds=1), TZ)
     calls = {
-        "get_kpis": lambda: queries.get_kpis(db, TZ, rng),
-        "top_products": lambda: queries.top_products(db, TZ, rng, 10),
-        "retention_cohorts": lambda: queries.retention_cohorts(db, TZ, "month", first, last),
-        "campaign_roi": lambda: queries.campaign_roi(db, TZ, rng, 7),
+        "get_kpis": lambda: views.get_kpis(db, TZ, rng),
+        "top_products": lambda: views.top_products(db, TZ, rng, 10),
+        "retention_cohorts": lambda: views.retention_cohorts(db, TZ, "month", first, last),
+        "campaign_roi": lambda: views.campaign_roi(db, TZ, rng, 7),
     }
     out = {}
     for name, call in calls.items():
@@ -224,7 +224,7 @@ def time_queries(db, repeats: int) -> dict:
             call()
             samples.append(time.perf_counter() - started)
         out[name] = round(statistics.median(samples) * 1000, 2)
-    kpis = queries.get_kpis(db, TZ, rng)
+    kpis = views.get_kpis(db, TZ, rng)
     out["window"] = {"sessions": kpis["sessions"], "orders": kpis["orders"], "gmv": kpis["gmv"]}
     return out
 

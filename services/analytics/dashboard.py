@@ -11,7 +11,7 @@ from html import escape
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from services.analytics import domain, queries
+from services.analytics import domain, views
 from shared.clock import to_iso
 
 STATIC = Path(__file__).parent / "static"
@@ -38,9 +38,9 @@ def data(db, tz: ZoneInfo, params: dict, now: datetime, options: Options) -> dic
     previous = domain.previous_range(rng)
     days = domain.TimeRange(domain.local_day_start(rng.start, tz), rng.end + timedelta(days=1))
     window = options.attribution_window_days
-    experiments = [queries.experiment_results(db, key, options.experiment_alpha,
+    experiments = [views.experiment_results(db, key, options.experiment_alpha,
                                               options.experiment_min_exposures)
-                   for key in queries.experiment_keys(db)[:10]]
+                   for key in views.experiment_keys(db)[:10]]
     return {
         "range": {"preset": preset, "start": to_iso(rng.start), "end": to_iso(rng.end),
                   "from": rng.start.astimezone(tz).date().isoformat(),
@@ -48,27 +48,27 @@ def data(db, tz: ZoneInfo, params: dict, now: datetime, options: Options) -> dic
                   "previous_start": to_iso(previous.start), "previous_end": to_iso(previous.end)},
         "generated_at": to_iso(now), "timezone": tz.key, "currency": options.currency,
         "locale": options.locale, "refresh_seconds": options.refresh_seconds,
-        "kpis": queries.get_kpis(db, tz, rng),
-        "previous": queries.get_kpis(db, tz, previous),
-        "series": queries.daily_series(db, tz, days),
-        "funnel_by_source": queries.funnel_by_source(db, rng),
-        "channel_roi": queries.channel_roi(db, tz, rng, window)["channels"],
-        "campaign_roi": queries.campaign_roi(db, tz, rng, window)["campaigns"],
-        "top_products": queries.top_products(db, tz, rng, 10),
-        "slow_products": queries.slow_products(db, tz, rng, 10),
+        "kpis": views.get_kpis(db, tz, rng),
+        "previous": views.get_kpis(db, tz, previous),
+        "series": views.daily_series(db, tz, days),
+        "funnel_by_source": views.funnel_by_source(db, rng),
+        "channel_roi": views.channel_roi(db, tz, rng, window)["channels"],
+        "campaign_roi": views.campaign_roi(db, tz, rng, window)["campaigns"],
+        "top_products": views.top_products(db, tz, rng, 10),
+        "slow_products": views.slow_products(db, tz, rng, 10),
         "cohorts": cohorts(db, tz),
         "experiments": experiments,
-        "slas": queries.slas(db, tz, rng, now),
+        "slas": views.slas(db, tz, rng, now),
     }
 
 
 def cohorts(db, tz: ZoneInfo) -> dict:
     """Monthly cohorts, or weekly ones while the history is too short for months to
     show any retention (fewer than three months with purchases)."""
-    monthly = queries.retention_cohorts(db, tz, "month", None, None)
+    monthly = views.retention_cohorts(db, tz, "month", None, None)
     months = {r["cohort"] for r in monthly["cohorts"]} | {
         p["period"] for r in monthly["cohorts"] for p in r["retention"]}
-    table = monthly if len(months) >= 3 else queries.retention_cohorts(db, tz, "week", None, None)
+    table = monthly if len(months) >= 3 else views.retention_cohorts(db, tz, "week", None, None)
     return {"period": table["period"], "rows": table["cohorts"][-COHORTS_SHOWN:]}
 
 

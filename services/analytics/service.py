@@ -11,7 +11,7 @@ from marshmallow import fields
 from pymongo.errors import DuplicateKeyError
 from werkzeug.wrappers import Response
 
-from services.analytics import admission, dashboard, domain, openapi, queries, schemas, store, tracking
+from services.analytics import admission, dashboard, domain, openapi, schemas, store, tracking, views
 from services.analytics.metrics import Gauges
 from shared import guard
 from shared.clock import utcnow
@@ -101,45 +101,45 @@ class AnalyticsService(ShopService):
 
     @rpc(schema={"start": When(), "end": When()})
     def get_kpis(self, start=None, end=None):
-        return queries.get_kpis(self.store.db, self.tz, self._range(start, end))
+        return views.get_kpis(self.store.db, self.tz, self._range(start, end))
 
     @rpc(schema={"limit": Int(1, 500), "start": When(), "end": When()})
     def top_products(self, limit=10, start=None, end=None):
         args = load(schemas.Limit(), {"limit": limit})
-        return queries.top_products(self.store.db, self.tz, self._range(start, end), args["limit"])
+        return views.top_products(self.store.db, self.tz, self._range(start, end), args["limit"])
 
     @rpc(schema={"limit": Int(1, 500), "start": When(), "end": When()})
     def slow_products(self, limit=10, start=None, end=None):
         args = load(schemas.Limit(), {"limit": limit})
-        return queries.slow_products(self.store.db, self.tz, self._range(start, end), args["limit"])
+        return views.slow_products(self.store.db, self.tz, self._range(start, end), args["limit"])
 
     @rpc(schema={"period": Choice(["month", "week"]), "first": Text(10), "last": Text(10)})
     def retention_cohorts(self, period="month", first=None, last=None):
         args = load(schemas.Cohorts(), {"period": period, "first": first, "last": last})
-        return queries.retention_cohorts(self.store.db, self.tz, args["period"], args["first"],
+        return views.retention_cohorts(self.store.db, self.tz, args["period"], args["first"],
                                          args["last"])
 
     @rpc(schema={"start": When(), "end": When()})
     def campaign_roi(self, start=None, end=None):
         window = setting(self, "attribution_window_days", 7)
-        return queries.campaign_roi(self.store.db, self.tz, self._range(start, end), window)
+        return views.campaign_roi(self.store.db, self.tz, self._range(start, end), window)
 
     @rpc(schema={"start": When(), "end": When()})
     def channel_roi(self, start=None, end=None):
         window = setting(self, "attribution_window_days", 7)
-        return queries.channel_roi(self.store.db, self.tz, self._range(start, end), window)
+        return views.channel_roi(self.store.db, self.tz, self._range(start, end), window)
 
     @rpc(schema={"experiment_key": Id()})
     def experiment_results(self, experiment_key):
         args = load(schemas.ExperimentKey(), {"experiment_key": experiment_key})
-        return queries.experiment_results(
+        return views.experiment_results(
             self.store.db, args["experiment_key"], setting(self, "experiment_alpha", 0.05, float),
             setting(self, "experiment_min_exposures", 30))
 
     @rpc(schema={})
     def unfolded_events(self):
         """Counts of events kept but not folded (unknown type, or invalid payload)."""
-        return queries.unfolded_counts(self.store.db)
+        return views.unfolded_counts(self.store.db)
 
     @rpc(schema={})
     def rebuild(self):
@@ -197,7 +197,7 @@ class AnalyticsService(ShopService):
     @http("GET", "/kpis", openapi=openapi.KPIS)
     def http_kpis(self, request):
         try:
-            return json_response(queries.get_kpis(
+            return json_response(views.get_kpis(
                 self.store.db, self.tz, self._range(request.args.get("start"), request.args.get("end"))))
         except ValidationFailed as exc:
             return _error(exc)

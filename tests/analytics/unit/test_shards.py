@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from services.analytics import domain, queries, store
+from services.analytics import domain, store, views
 
 
 def test_shard_of_is_crc32_of_the_event_id_modulo_the_shards():
@@ -57,7 +57,7 @@ def test_counter_shards_setting_defaults_to_16_and_must_be_positive():
 def test_add_counters_sums_shards_and_skips_the_key_fields():
     target = Counter()
     for shard in range(3):
-        queries.add_counters(target, {"_id": f"hour|b|total|all|{shard}", "grain": "hour", "bucket": "b",
+        views.add_counters(target, {"_id": f"hour|b|total|all|{shard}", "grain": "hour", "bucket": "b",
                                       "dim": "total", "key": "all", "shard": shard, "orders": 1,
                                       "events": {"order_paid": 2}})
     assert target == {"orders": 3, "events.order_paid": 6}
