@@ -11,7 +11,7 @@ from marshmallow import fields
 from pymongo.errors import DuplicateKeyError
 from werkzeug.wrappers import Response
 
-from services.analytics import admission, dashboard, domain, openapi, schemas, store, tracking, views
+from services.analytics import admission, domain, openapi, schemas, store, tracking, views
 from services.analytics.metrics import Gauges
 from shared import guard
 from shared.clock import utcnow
@@ -208,7 +208,7 @@ class AnalyticsService(ShopService):
             payload = self._dashboard_data(request.args.to_dict())
         except ValidationFailed as exc:
             return _error(exc)
-        return Response(dashboard.render(payload), mimetype="text/html")
+        return Response(views.render_dashboard(payload), mimetype="text/html")
 
     @http("GET", "/dashboard/data", openapi=openapi.DASHBOARD_DATA)
     def http_dashboard_data(self, request):
@@ -219,22 +219,22 @@ class AnalyticsService(ShopService):
 
     @http("GET", "/dashboard.js", openapi=openapi.SCRIPT)
     def http_dashboard_js(self, request):
-        return Response(dashboard.SCRIPT, mimetype="application/javascript")
+        return Response(views.DASHBOARD_SCRIPT, mimetype="application/javascript")
 
     @http("GET", "/dashboard/vendor/chart.umd.min.js", openapi=openapi.CHART_SCRIPT)
     def http_chart_js(self, request):
-        return Response(dashboard.CHART_JS, mimetype="application/javascript",
+        return Response(views.CHART_JS, mimetype="application/javascript",
                         headers={"Cache-Control": "public, max-age=86400"})
 
     def _dashboard_data(self, params: dict) -> dict:
-        options = dashboard.Options(
+        options = views.DashboardOptions(
             currency=self._shop_settings.currency,
             locale=setting(self, "locale", "zh-CN", str),
             attribution_window_days=setting(self, "attribution_window_days", 7),
             experiment_alpha=setting(self, "experiment_alpha", 0.05, float),
             experiment_min_exposures=setting(self, "experiment_min_exposures", 30),
             refresh_seconds=setting(self, "dashboard_refresh_seconds", 60))
-        return dashboard.data(self.store.db, self.tz, params, utcnow(), options)
+        return views.dashboard(self.store.db, self.tz, params, utcnow(), options)
 
 
 def _error(exc: ShopError) -> Response:
