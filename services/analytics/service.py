@@ -11,7 +11,7 @@ from marshmallow import fields
 from pymongo.errors import DuplicateKeyError
 from werkzeug.wrappers import Response
 
-from services.analytics import admission, domain, openapi, schemas, store, tracking, views
+from services.analytics import admission, domain, openapi, schemas, store, views
 from services.analytics.metrics import Gauges
 from shared import guard
 from shared.clock import utcnow
@@ -158,7 +158,7 @@ class AnalyticsService(ShopService):
         # One request = one batch = one transaction: validated first (all or nothing),
         # then stored and folded together. Idempotent per event_id.
         max_batch = setting(self, "track_max_batch", 500)
-        envelopes = tracking.events_of(body, max_batch, self._shop_settings.currency)
+        envelopes = schemas.events_of(body, max_batch, self._shop_settings.currency)
         if admit is not None:
             admit(envelopes)
 

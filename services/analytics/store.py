@@ -27,12 +27,11 @@ from zoneinfo import ZoneInfo
 from marshmallow import ValidationError
 from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 
-from services.analytics import domain
+from services.analytics import domain, schemas
 from shared.clock import parse_iso, utcnow
 from shared.events import TRACKING_SOURCE
-from shared.events.base import REGISTRY, TOLERATED_MISSING, load_all
+from shared.events.base import REGISTRY
 from shared.readmodel import LEGACY, version_of
-from shared.validation import Precompiled
 
 RAW = "raw"
 AGG = "agg"
@@ -102,9 +101,6 @@ def counter_shards(settings) -> int:
     if shards < 1:
         raise ValueError(f"ANALYTICS_COUNTER_SHARDS must be at least 1, got {shards}")
     return shards
-
-TRACKING_TYPES = ("session_started", "page_viewed", "product_viewed", "cart_updated",
-                  "checkout_started")
 
 
 class Fold:
@@ -300,40 +296,19 @@ def ingest_batch(db, session, envelopes: list[dict], tz: ZoneInfo, shard: int,
     return statuses
 
 
-_SCHEMAS: dict[tuple[str, str], Precompiled | None] = {}
-
-
-def schema_of(source: str, event_type: str) -> Precompiled | None:
-    """The event's data schema, compiled once (None for an unknown event): building a
-    marshmallow schema costs more than loading a payload with it, and loading costs
-    more than the event's whole fold (`shared.validation.Precompiled`)."""
-    key = (source, event_type)
-    if key not in _SCHEMAS:
-        spec = REGISTRY.get(key) or (load_all() and REGISTRY.get(key))
-        if spec is None:
-            return None
-        schema = spec.schema()
-        _SCHEMAS[key] = Precompiled(schema)
-        _PARTIAL[key] = tuple(n for n in TOLERATED_MISSING if n in schema.fields)
-    return _SCHEMAS[key]
-
-
-_PARTIAL: dict[tuple[str, str], tuple] = {}
-
-
 def raw_document(envelope: dict, shard: int, received: datetime, erased: set[str],
                  validated: bool = False) -> dict:
     """The raw-store document of an envelope: validated (status), minimised, and
     stripped of personal data when its member is in `erased`."""
     source, event_type = envelope["source"], envelope["event_type"]
     data = envelope.get("data") or {}
-    schema = schema_of(source, event_type)
+    schema = schemas.schema_of(source, event_type)
     status, errors = "folded", None
     if schema is None or (source, event_type) not in FOLDERS:
         status = "unknown"
     elif not validated:
         try:
-            schema.check(data, _PARTIAL[(source, event_type)])
+            schema.check(data, schemas.tolerated_missing(source, event_type))
         except ValidationError as exc:
             status, errors = "invalid", exc.messages
     data = domain.minimise(data)

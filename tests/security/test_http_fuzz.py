@@ -11,8 +11,8 @@ import requests
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from services.analytics.schemas import TRACKING_TYPES
 from services.analytics.service import AnalyticsService
-from services.analytics.store import TRACKING_TYPES
 from shared.auth import track_headers
 from shared.testing import store_of
 from tests.security import strategies

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from pymongo import MongoClient
 
-from services.analytics import domain, store, tracking, views
+from services.analytics import domain, schemas, store, views
 from services.analytics.views import BUCKET_KEY_FIELDS
 from shared.ids import new_id
 from tests.analytics.conftest import envelope
@@ -30,11 +30,11 @@ def stream() -> list[dict]:
     erasure with a later event of the erased member."""
     broker, track = history.build()
     broker, track = history.delivery_order(broker, track)
-    envelopes = broker + tracking.events_of(track, len(track), "CNY")
+    envelopes = broker + schemas.events_of(track, len(track), "CNY")
     envelopes.append(envelope("order", "order_confirmed", {"not_an_order": True}, history.at(3)))
     envelopes.append(envelope("order", "order_archived", {"order_id": "o1"}, history.at(3)))
     envelopes.append(envelope("member", "member_erased", {"member_id": "m4"}, history.at(8)))
-    envelopes += tracking.events_of([{"event_type": "session_started", "session_id": "s9",
+    envelopes += schemas.events_of([{"event_type": "session_started", "session_id": "s9",
                                       "member_id": "m4", "occurred_at": "2026-11-21T12:00:00Z",
                                       "referrer": "https://a.example/?u=m4"}], 1, "CNY")
     return envelopes
