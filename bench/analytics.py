@@ -44,7 +44,7 @@ from zoneinfo import ZoneInfo
 
 from pymongo import MongoClient
 
-from services.analytics import domain, store, views
+from services.analytics import domain, store, usecases, views
 from shared import devstack
 from shared.auth import track_headers
 
@@ -235,7 +235,7 @@ def scale(mongo_uri: str, sizes: list[int], batch: int, repeats: int, rebuild: b
     for name, indexes in store.INDEXES.items():
         db[name].create_indexes(indexes)
     history = History(per_day=WINDOW_EVENTS // WINDOW_DAYS)
-    leases = store.ShardLeases(store.DEFAULT_SHARDS)
+    leases = usecases.ShardLeases(store.DEFAULT_SHARDS)
     rows = []
     try:
         for size in sizes:

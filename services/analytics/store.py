@@ -18,9 +18,6 @@ document; rebuild refolds each event into the shard its raw document records
 live aggregates exactly."""
 from __future__ import annotations
 
-import random
-from collections import deque
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
@@ -59,48 +56,6 @@ INDEXES = {
     "exposures": [IndexModel([("experiment_key", ASCENDING)])],
 }
 DEFAULT_SHARDS = domain.DEFAULT_COUNTER_SHARDS
-
-
-class ShardLeases:
-    """The shards free in this process, handed to in-flight ingestions one each, so
-    concurrent transactions of one process never write the same bucket document.
-    Replicas start from independent random orders; with more events in flight than
-    shards the event's hash shard is used. Only a conflict-avoidance hint: what an
-    event folded into is recorded on its raw document, not kept here."""
-
-    def __init__(self, shards: int):
-        self.shards = shards
-        order = list(range(shards))
-        random.shuffle(order)
-        self.free = deque(order)
-
-    @contextmanager
-    def lease(self, event_id: str):
-        leased = bool(self.free)
-        shard = self.free.popleft() if leased else domain.shard_of(event_id, self.shards)
-        try:
-            yield shard
-        finally:
-            if leased:
-                self.free.append(shard)  # reused last: its transaction has committed long before
-
-
-_LEASES: dict[int, ShardLeases] = {}
-
-
-def leases(shards: int) -> ShardLeases:
-    """The process-wide ShardLeases for `shards` shards."""
-    if shards not in _LEASES:
-        _LEASES[shards] = ShardLeases(shards)
-    return _LEASES[shards]
-
-
-def counter_shards(settings) -> int:
-    """ANALYTICS_COUNTER_SHARDS (settings.option `counter_shards`), at least 1."""
-    shards = settings.option("counter_shards", DEFAULT_SHARDS, int)
-    if shards < 1:
-        raise ValueError(f"ANALYTICS_COUNTER_SHARDS must be at least 1, got {shards}")
-    return shards
 
 
 class Fold:

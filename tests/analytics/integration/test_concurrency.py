@@ -15,7 +15,7 @@ from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import ReadPreference
 from pymongo.write_concern import WriteConcern
 
-from services.analytics import domain, store, views
+from services.analytics import domain, store, usecases, views
 from shared.ids import new_id
 from shared.retry import is_transient
 
@@ -43,7 +43,7 @@ def tracking_event(worker: int, i: int) -> dict:
 def ingest_once(client, db, envelope, shards: int, leased: bool) -> None:
     """What AnalyticsService.ingest does: (lease a shard,) one transaction as the
     chassis opens it (snapshot, majority) holding the inbox row, raw insert and folds."""
-    lease = (store.leases(shards).lease(envelope["event_id"]) if leased
+    lease = (usecases.leases(shards).lease(envelope["event_id"]) if leased
              else contextlib.nullcontext(None))
     with lease as shard, client.start_session() as session:
         session.start_transaction(read_concern=ReadConcern("snapshot"),
