@@ -24,11 +24,11 @@ from zoneinfo import ZoneInfo
 from marshmallow import ValidationError
 from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 
-from services.analytics import domain, schemas
+from services.analytics import domain, readmodels, schemas
 from shared.clock import parse_iso, utcnow
 from shared.events import TRACKING_SOURCE
 from shared.events.base import REGISTRY
-from shared.readmodel import LEGACY, version_of
+from shared.readmodel import LEGACY
 
 RAW = "raw"
 AGG = "agg"
@@ -440,49 +440,6 @@ def erase_member(db, session, member_id: str) -> int:
     return changed
 
 
-# A product event carries its whole listing, a stock event the whole stock level (events
-# published before versions carry only what their type implies, and count as version 0).
-LISTING = ("sku", "title", "category", "price", "currency", "status")
-STOCK = ("on_hand", "available", "threshold", "low")
-
-
-def _listing(f, d, implied: dict) -> None:
-    values = {**implied, **{k: d[k] for k in LISTING if d.get(k) is not None}}
-    f.set_latest("products", d["product_id"], version_of(d), values, "listing")
-
-
-def _stock(f, d, implied: dict) -> None:
-    values = {**implied, **{k: d[k] for k in STOCK if d.get(k) is not None}}
-    f.set_latest("products", d["product_id"], version_of(d), values, "stock")
-
-
-def _product_created(f, d, at):
-    _listing(f, d, {})
-    f.inc(at, "total", "all", {"products_created": 1})
-
-
-def _product_status(status: str):
-    def rule(f, d, at):
-        _listing(f, d, {"status": status})
-    return rule
-
-
-def _price_changed(f, d, at):
-    _listing(f, d, {"price": d["new_price"]})
-    f.inc(at, "total", "all", {"price_changes": 1})
-
-
-def _stock_adjusted(f, d, at):
-    _stock(f, d, {})
-
-
-def _stock_level(low: bool):
-    def rule(f, d, at):
-        _stock(f, d, {"low": low})
-        f.inc(at, "total", "all", {"stock_ran_low" if low else "stock_replenished": 1})
-    return rule
-
-
 def _stock_released(f, d, at):
     f.inc(at, "total", "all", {"units_released": sum(x["quantity"] for x in d["lines"])})
 
@@ -573,14 +530,14 @@ FOLDERS = {
     ("tracking", "product_viewed"): _product_viewed,
     ("tracking", "cart_updated"): _cart_updated,
     ("tracking", "checkout_started"): _checkout_started,
-    ("catalog", "product_created"): _product_created,
-    ("catalog", "product_published"): _product_status("published"),
-    ("catalog", "product_unpublished"): _product_status("unpublished"),
-    ("catalog", "price_changed"): _price_changed,
-    ("catalog", "stock_adjusted"): _stock_adjusted,
+    ("catalog", "product_created"): readmodels.product_created,
+    ("catalog", "product_published"): readmodels.product_status("published"),
+    ("catalog", "product_unpublished"): readmodels.product_status("unpublished"),
+    ("catalog", "price_changed"): readmodels.price_changed,
+    ("catalog", "stock_adjusted"): readmodels.stock_adjusted,
     ("catalog", "stock_released"): _stock_released,
-    ("catalog", "stock_ran_low"): _stock_level(True),
-    ("catalog", "stock_replenished"): _stock_level(False),
+    ("catalog", "stock_ran_low"): readmodels.stock_level(True),
+    ("catalog", "stock_replenished"): readmodels.stock_level(False),
     ("catalog", "merchant_approved"): _counter("merchants_approved"),
     ("catalog", "merchant_suspended"): _counter("merchants_suspended"),
     ("catalog", "review_added"): _review_added,
