@@ -206,7 +206,10 @@ def fill(client, db, history: History, events: int, batch: int, leases) -> float
     return round(done / (time.perf_counter() - started), 1)
 
 
-def time_queries(db, repeats: int) -> dict:
+def time_queries(db, repeats: int, mongod_pid: int | None = None) -> dict:
+    """Median wall-clock ms of each query, and (`cpu_ms`) the CPU this process and
+    mongod spent per call: on a shared, loaded machine the CPU is what compares
+    between sizes."""
     rng = domain.TimeRange(END - timedelta(days=WINDOW_DAYS), END)
     first, last = domain.month_key(rng.start, TZ), domain.month_key(rng.end - timedelta(seconds=1), TZ)
     calls = {
@@ -215,21 +218,25 @@ def time_queries(db, repeats: int) -> dict:
         "retention_cohorts": lambda: views.retention_cohorts(db, TZ, "month", first, last),
         "campaign_roi": lambda: views.campaign_roi(db, TZ, rng, 7),
     }
-    out = {}
+    out: dict = {"cpu_ms": {}}
     for name, call in calls.items():
         call()  # warm the cache: the steady state is what an operator sees
         samples = []
+        cpu = time.process_time(), cpu_seconds(mongod_pid)
         for _ in range(repeats):
             started = time.perf_counter()
             call()
             samples.append(time.perf_counter() - started)
+        spent = time.process_time() - cpu[0] + cpu_seconds(mongod_pid) - cpu[1]
         out[name] = round(statistics.median(samples) * 1000, 2)
+        out["cpu_ms"][name] = round(spent / repeats * 1000, 2)
     kpis = views.get_kpis(db, TZ, rng)
     out["window"] = {"sessions": kpis["sessions"], "orders": kpis["orders"], "gmv": kpis["gmv"]}
     return out
 
 
-def scale(mongo_uri: str, sizes: list[int], batch: int, repeats: int, rebuild: bool) -> list[dict]:
+def scale(mongo_uri: str, sizes: list[int], batch: int, repeats: int, rebuild: bool,
+          mongod_pid: int | None = None) -> list[dict]:
     client = MongoClient(mongo_uri, w="majority", tz_aware=True)
     db = client[f"bench_analytics_{uuid.uuid4().hex[:6]}"]
     for name, indexes in store.INDEXES.items():
@@ -242,7 +249,7 @@ def scale(mongo_uri: str, sizes: list[int], batch: int, repeats: int, rebuild: b
             have = db.raw.estimated_document_count()
             rate = fill(client, db, history, size - have, batch, leases)
             row = {"events": db.raw.estimated_document_count(), "history_days": history.day,
-                   "ingest_events_per_s": rate, "query_ms": time_queries(db, repeats)}
+                   "ingest_events_per_s": rate, "query_ms": time_queries(db, repeats, mongod_pid)}
             if rebuild:
                 started = time.perf_counter()
                 result = store.rebuild(db, TZ)
@@ -257,7 +264,9 @@ def scale(mongo_uri: str, sizes: list[int], batch: int, repeats: int, rebuild: b
     base = rows[0]["query_ms"]
     for row in rows:
         row["query_vs_smallest"] = {k: round(v / base[k], 2) if base[k] else None
-                                    for k, v in row["query_ms"].items() if k != "window"}
+                                    for k, v in row["query_ms"].items() if k not in ("window", "cpu_ms")}
+        row["query_cpu_vs_smallest"] = {k: round(v / base["cpu_ms"][k], 2) if base["cpu_ms"][k] else None
+                                        for k, v in row["query_ms"]["cpu_ms"].items()}
     return rows
 
 
@@ -495,7 +504,8 @@ def run(sizes=(10_000, 100_000), batch: int = 500, repeats: int = 5, rebuild: bo
         mongod.start()
         try:
             if sizes:
-                out["scale"] = scale(mongod.uri, sorted(int(s) for s in sizes), batch, repeats, rebuild)
+                out["scale"] = scale(mongod.uri, sorted(int(s) for s in sizes), batch, repeats, rebuild,
+                                     mongod.pid())
             if track_seconds > 0:
                 out["track"] = track(mongod.uri, Path(source), track_seconds, clients, track_batch,
                                      mongod.pid())
