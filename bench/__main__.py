@@ -5,7 +5,9 @@ stderr). Ratios to the baselines, not absolute numbers, are what compare
 between runs on a shared machine: its load average is recorded with them.
 
 `BENCH_QUICK=1` (or `--quick`) is a short run of every figure (about 2 minutes);
-`--no-saga` measures the baselines and the outbox path only."""
+`--no-saga` measures the baselines and the outbox path only; `--no-analytics` skips
+analytics at scale (`bench.analytics`: ingestion through /track, the stream and both,
+and the KPI queries at 10^4 and 10^5 events)."""
 from __future__ import annotations
 
 from shared.green import patch
@@ -24,7 +26,7 @@ import time  # noqa: E402
 import uuid  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from bench import chassis, raw, saga, units  # noqa: E402
+from bench import analytics, chassis, raw, saga, units  # noqa: E402
 from tests.chaos.harness import Infra  # noqa: E402
 from tools import devstack  # noqa: E402
 
@@ -35,6 +37,7 @@ TARGETS = {  # issue 13, on 2 cores
     "place_order_p99_ms_16_clients": ("<=", 150),
     "placed_to_paid_p99_ms_at_100_per_s": ("<=", 1000),
     "track_events_per_s": (">=", 10000),
+    "analytics_track_and_stream_events_per_s": (">=", 10000),  # issue 17
 }
 
 
@@ -55,6 +58,7 @@ def options(argv=None) -> argparse.Namespace:
                              "of the sustained rate when the machine sustains less)")
     parser.add_argument("--rate-duration", type=float, help="seconds at the offered rate (default 30)")
     parser.add_argument("--track-duration", type=float, help="seconds of /track (default 15)")
+    parser.add_argument("--no-analytics", action="store_true", help="skip analytics at scale")
     args = parser.parse_args(argv)
     quick = args.quick
     defaults = {"messages": (5000, 1500), "writes": (1500, 400), "events": (600, 200),
@@ -168,6 +172,15 @@ def measure(args) -> dict:
         finally:
             devstack.delete_vhost(outbox_vhost)
             infra.stop()
+    if not args.no_analytics:
+        saga.log("analytics at scale (its own mongod)")
+        try:
+            result["analytics"] = analytics.run(
+                sizes=(10_000,) if args.quick else (10_000, 100_000), rebuild=not args.quick,
+                track_seconds=args.track_duration, stream_events=5_000 if args.quick else 20_000,
+                together=True)
+        except Exception as exc:  # the figures measured so far are still printed
+            result["analytics"] = {"failed": f"{type(exc).__name__}: {exc}"[:500]}
     result["machine"]["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
     result["machine"]["yardstick_end"] = yardstick()
     result["bench"]["elapsed_s"] = round(time.monotonic() - begun, 1)
@@ -186,6 +199,8 @@ def headline(result: dict) -> dict:
         "placed_to_paid_p99_ms_at_100_per_s": ((fixed.get("placed_to_paid") or {}).get("p99_ms")
                                                if fixed.get("offered_per_s") == 100 else None),
         "track_events_per_s": (s.get("track") or {}).get("events_per_s"),
+        "analytics_track_and_stream_events_per_s":
+            ((result.get("analytics") or {}).get("both") or {}).get("together_events_per_s"),
     }
 
 

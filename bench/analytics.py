@@ -13,11 +13,15 @@ scale, printed as one JSON document.
 - rebuild: events/s of `store.rebuild` over the whole raw store at each size;
 - track (with --track-seconds > 0): the analytics service started as a process
   (`python -m shared.run analytics`, its source tree given by --source, on a
-  private virtual host of the broker at AMQP_URI), W clients posting batches of B
-  tracking events to `POST /track` for a few seconds: events/s accepted, and the
-  CPU seconds the service and mongod spent (events per CPU second);
+  private virtual host of the broker at AMQP_URI, with a tracking key made up for
+  the run), W clients posting signed batches of B tracking events to `POST /track`
+  for a few seconds: events/s accepted, and the CPU seconds the service and mongod
+  spent (events per CPU second);
 - stream (with --stream N): N broker events published to `evt--analytics` first,
-  then consumed by the service's batch handler: events/s stored.
+  then consumed by the service's batch handler: events/s stored;
+- both (with both): the stream's N events queued first, then the service started
+  and the /track clients posting while it drains them: events/s of each and
+  together over the /track window (the issue's target: >= 10,000 together).
 
 `run(...)` returns the same dictionary for `make bench`."""
 from __future__ import annotations
@@ -26,6 +30,7 @@ import argparse
 import json
 import os
 import random
+import secrets
 import statistics
 import subprocess
 import sys
@@ -39,7 +44,8 @@ from zoneinfo import ZoneInfo
 
 from pymongo import MongoClient
 
-from services.analytics import domain, queries, store
+from services.analytics import domain, store, usecases, views
+from shared.security.auth import track_headers
 from tools import devstack
 
 TZ = ZoneInfo("Asia/Shanghai")
@@ -200,43 +206,50 @@ def fill(client, db, history: History, events: int, batch: int, leases) -> float
     return round(done / (time.perf_counter() - started), 1)
 
 
-def time_queries(db, repeats: int) -> dict:
+def time_queries(db, repeats: int, mongod_pid: int | None = None) -> dict:
+    """Median wall-clock ms of each query, and (`cpu_ms`) the CPU this process and
+    mongod spent per call: on a shared, loaded machine the CPU is what compares
+    between sizes."""
     rng = domain.TimeRange(END - timedelta(days=WINDOW_DAYS), END)
     first, last = domain.month_key(rng.start, TZ), domain.month_key(rng.end - timedelta(seconds=1), TZ)
     calls = {
-        "get_kpis": lambda: queries.get_kpis(db, TZ, rng),
-        "top_products": lambda: queries.top_products(db, TZ, rng, 10),
-        "retention_cohorts": lambda: queries.retention_cohorts(db, TZ, "month", first, last),
-        "campaign_roi": lambda: queries.campaign_roi(db, TZ, rng, 7),
+        "get_kpis": lambda: views.get_kpis(db, TZ, rng),
+        "top_products": lambda: views.top_products(db, TZ, rng, 10),
+        "retention_cohorts": lambda: views.retention_cohorts(db, TZ, "month", first, last),
+        "campaign_roi": lambda: views.campaign_roi(db, TZ, rng, 7),
     }
-    out = {}
+    out: dict = {"cpu_ms": {}}
     for name, call in calls.items():
         call()  # warm the cache: the steady state is what an operator sees
         samples = []
+        cpu = time.process_time(), cpu_seconds(mongod_pid)
         for _ in range(repeats):
             started = time.perf_counter()
             call()
             samples.append(time.perf_counter() - started)
+        spent = time.process_time() - cpu[0] + cpu_seconds(mongod_pid) - cpu[1]
         out[name] = round(statistics.median(samples) * 1000, 2)
-    kpis = queries.get_kpis(db, TZ, rng)
+        out["cpu_ms"][name] = round(spent / repeats * 1000, 2)
+    kpis = views.get_kpis(db, TZ, rng)
     out["window"] = {"sessions": kpis["sessions"], "orders": kpis["orders"], "gmv": kpis["gmv"]}
     return out
 
 
-def scale(mongo_uri: str, sizes: list[int], batch: int, repeats: int, rebuild: bool) -> list[dict]:
+def scale(mongo_uri: str, sizes: list[int], batch: int, repeats: int, rebuild: bool,
+          mongod_pid: int | None = None) -> list[dict]:
     client = MongoClient(mongo_uri, w="majority", tz_aware=True)
     db = client[f"bench_analytics_{uuid.uuid4().hex[:6]}"]
     for name, indexes in store.INDEXES.items():
         db[name].create_indexes(indexes)
     history = History(per_day=WINDOW_EVENTS // WINDOW_DAYS)
-    leases = store.ShardLeases(store.DEFAULT_SHARDS)
+    leases = usecases.ShardLeases(store.DEFAULT_SHARDS)
     rows = []
     try:
         for size in sizes:
             have = db.raw.estimated_document_count()
             rate = fill(client, db, history, size - have, batch, leases)
             row = {"events": db.raw.estimated_document_count(), "history_days": history.day,
-                   "ingest_events_per_s": rate, "query_ms": time_queries(db, repeats)}
+                   "ingest_events_per_s": rate, "query_ms": time_queries(db, repeats, mongod_pid)}
             if rebuild:
                 started = time.perf_counter()
                 result = store.rebuild(db, TZ)
@@ -251,7 +264,9 @@ def scale(mongo_uri: str, sizes: list[int], batch: int, repeats: int, rebuild: b
     base = rows[0]["query_ms"]
     for row in rows:
         row["query_vs_smallest"] = {k: round(v / base[k], 2) if base[k] else None
-                                    for k, v in row["query_ms"].items() if k != "window"}
+                                    for k, v in row["query_ms"].items() if k not in ("window", "cpu_ms")}
+        row["query_cpu_vs_smallest"] = {k: round(v / base["cpu_ms"][k], 2) if base["cpu_ms"][k] else None
+                                        for k, v in row["query_ms"]["cpu_ms"].items()}
     return rows
 
 
@@ -294,6 +309,8 @@ class ServiceProcess:
 
     def __init__(self, mongo_uri: str, source: Path, track_batch: int):
         self.mongo_uri, self.source, self.track_batch = mongo_uri, source, track_batch
+        # a server-side key made up for the run: /track refuses unsigned bodies
+        self.key = ("bench-backend", secrets.token_urlsafe(24))
         base = os.environ.get("AMQP_URI", "amqp://guest:guest@127.0.0.1:5672/")
         self.vhost = f"shop-bench-{uuid.uuid4().hex[:8]}"
         self.amqp_uri = devstack.with_vhost(base, self.vhost)
@@ -309,7 +326,10 @@ class ServiceProcess:
         env = {**os.environ, "PYTHONPATH": str(self.source), "MONGO_URI": self.mongo_uri,
                "AMQP_URI": self.amqp_uri, "ANALYTICS_DB": self.database,
                "ANALYTICS_HTTP_PORT": str(self.port),
-               "ANALYTICS_TRACK_MAX_BATCH": str(self.track_batch), "LOG_LEVEL": "WARNING"}
+               "ANALYTICS_TRACK_MAX_BATCH": str(self.track_batch), "LOG_LEVEL": "WARNING",
+               "ANALYTICS_TRACK_KEYS": f"{self.key[0]}:{self.key[1]}",
+               "ANALYTICS_TRACK_SERVER_KEYS": self.key[0],
+               "ANALYTICS_TRACK_RATE_PER_MINUTE": "1000000"}
         # BENCH_PROFILE=FILE: run the service under cProfile (written when it stops)
         profiled = os.environ.get("BENCH_PROFILE")
         profile = ["-m", "cProfile", "-o", profiled] if profiled else []
@@ -329,86 +349,103 @@ class ServiceProcess:
         devstack.delete_vhost(self.vhost)
 
 
-def track(mongo_uri: str, source: Path, seconds: float, clients: int, batch: int,
-          mongod_pid: int | None = None) -> dict:
+def post_tracking(service: ServiceProcess, seconds: float, clients: int, batch: int) -> dict:
+    """`clients` threads posting signed bodies of `batch` events to the running service
+    for `seconds`: what was accepted, refused, and how long requests took."""
     import requests
 
+    url = f"{service.url}/track"
+    estimate = int(seconds * 20_000 / batch) + clients * 2  # more than the run can use
+    bodies = [(body, {"Content-Type": "application/json", **track_headers(*service.key, body)})
+              for body in track_bodies(estimate, batch)]
+    lock, accepted, failed, latencies = threading.Lock(), [0], {}, []
+    stop = time.perf_counter() + seconds
+
+    def client() -> None:
+        http = requests.Session()
+        while time.perf_counter() < stop:
+            with lock:
+                if not bodies:
+                    return
+                body, headers = bodies.pop()
+            started = time.perf_counter()
+            try:
+                reply = http.post(url, data=body, timeout=60, headers=headers)
+                reply.raise_for_status()
+            except requests.RequestException as exc:
+                why = str(getattr(exc.response, "status_code", None) or type(exc).__name__)
+                with lock:
+                    failed[why] = failed.get(why, 0) + 1
+                continue
+            with lock:
+                accepted[0] += reply.json()["accepted"]
+                latencies.append(time.perf_counter() - started)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    latencies.sort()
+    return {"clients": clients, "batch": batch, "seconds": round(elapsed, 2),
+            "accepted": accepted[0], "failed_requests": failed,
+            "events_per_s": round(accepted[0] / elapsed, 1),
+            "request_p50_ms": round(latencies[len(latencies) // 2] * 1000, 1) if latencies else None}
+
+
+def queue_stream(service: ServiceProcess, events: int) -> None:
+    """Publish `events` generated broker events (no tracking ones) to the service's queue."""
+    from kombu import Connection
+
+    from shared.messaging.topology import declare_service, event_exchange
+
+    history, sent = History(per_day=WINDOW_EVENTS // WINDOW_DAYS, seed=3), []
+    while len(sent) < events:
+        sent += [e for e in history.next_day() if e["source"] != "tracking"]
+    with Connection(service.amqp_uri, transport_options={"confirm_publish": True}) as conn:
+        declare_service(conn, "analytics")
+        producer = conn.Producer(serializer="json")
+        for env in sent[:events]:
+            exchange = event_exchange(env["source"])
+            producer.publish(env, exchange=exchange, routing_key=env["event_type"],
+                             declare=[exchange], delivery_mode=2)
+
+
+def stored_from_stream(db) -> int:
+    return db.raw.count_documents({"source": {"$ne": "tracking"}})
+
+
+def cpu_figures(events: int, service_cpu: float, mongod_cpu: float) -> dict:
+    return {"service_cpu_s": round(service_cpu, 2), "mongod_cpu_s": round(mongod_cpu, 2),
+            "events_per_cpu_s": round(events / (service_cpu + mongod_cpu), 1)
+            if service_cpu + mongod_cpu else None}
+
+
+def track(mongo_uri: str, source: Path, seconds: float, clients: int, batch: int,
+          mongod_pid: int | None = None) -> dict:
+    """/track alone: the clients against an idle service."""
     service = ServiceProcess(mongo_uri, source, batch)
     try:
         service.start()
-        url = service.url
-        proc = service.proc
-        estimate = int(seconds * 20_000 / batch) + clients * 2  # more than the run can use
-        bodies = track_bodies(estimate, batch)
-        lock, accepted, failed, latencies = threading.Lock(), [0], [0], []
-        stop = time.perf_counter() + seconds
-
-        def client() -> None:
-            http = requests.Session()
-            while time.perf_counter() < stop:
-                with lock:
-                    if not bodies:
-                        return
-                    body = bodies.pop()
-                started = time.perf_counter()
-                try:
-                    reply = http.post(f"{url}/track", data=body, timeout=60,
-                                      headers={"Content-Type": "application/json"})
-                    reply.raise_for_status()
-                except requests.RequestException:
-                    with lock:
-                        failed[0] += 1
-                    continue
-                with lock:
-                    accepted[0] += reply.json()["accepted"]
-                    latencies.append(time.perf_counter() - started)
-
-        cpu_before = cpu_seconds(proc.pid), cpu_seconds(mongod_pid)
-        started = time.perf_counter()
-        threads = [threading.Thread(target=client) for _ in range(clients)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        elapsed = time.perf_counter() - started
-        service_cpu = cpu_seconds(proc.pid) - cpu_before[0]
-        mongod_cpu = cpu_seconds(mongod_pid) - cpu_before[1]
-        stored = MongoClient(mongo_uri)[service.database].raw.estimated_document_count()
-        latencies.sort()
-        return {"source": str(source), "clients": clients, "batch": batch, "seconds": round(elapsed, 2),
-                "accepted": accepted[0], "failed_requests": failed[0], "stored": stored,
-                "events_per_s": round(accepted[0] / elapsed, 1),
-                "request_p50_ms": round(latencies[len(latencies) // 2] * 1000, 1) if latencies else None,
-                # CPU the service and mongod spent: on a shared machine, events per CPU
-                # second says more than events per wall-clock second
-                "service_cpu_s": round(service_cpu, 2), "mongod_cpu_s": round(mongod_cpu, 2),
-                "events_per_cpu_s": round(accepted[0] / (service_cpu + mongod_cpu), 1)
-                if service_cpu + mongod_cpu else None,
-                "load_average": os.getloadavg()}
+        before = cpu_seconds(service.proc.pid), cpu_seconds(mongod_pid)
+        out = post_tracking(service, seconds, clients, batch)
+        out.update(cpu_figures(out["accepted"], cpu_seconds(service.proc.pid) - before[0],
+                               cpu_seconds(mongod_pid) - before[1]))
+        out["stored"] = MongoClient(mongo_uri)[service.database].raw.estimated_document_count()
+        return {"source": str(source), **out, "load_average": os.getloadavg()}
     finally:
         service.close()
 
 
 def stream(mongo_uri: str, source: Path, events: int, mongod_pid: int | None = None) -> dict:
-    """`events` broker events published to evt--analytics before the service starts,
-    then consumed by its batch handler: events/s from the first to the last stored."""
-    from kombu import Connection
-
-    from shared.messaging.topology import declare_service, event_exchange
-
+    """The stream alone: `events` broker events published to evt--analytics before the
+    service starts, then consumed by its batch handler: events/s from the first to the
+    last stored."""
     service = ServiceProcess(mongo_uri, source, 500)
     try:
-        history, sent = History(per_day=WINDOW_EVENTS // WINDOW_DAYS, seed=3), []
-        while len(sent) < events:
-            sent += [e for e in history.next_day() if e["source"] != "tracking"]
-        sent = sent[:events]
-        with Connection(service.amqp_uri, transport_options={"confirm_publish": True}) as conn:
-            declare_service(conn, "analytics")
-            producer = conn.Producer(serializer="json")
-            for env in sent:
-                exchange = event_exchange(env["source"])
-                producer.publish(env, exchange=exchange, routing_key=env["event_type"],
-                                 declare=[exchange], delivery_mode=2)
+        queue_stream(service, events)
         db = MongoClient(mongo_uri, tz_aware=True)[service.database]
         cpu_mongod = cpu_seconds(mongod_pid)
         service.start()
@@ -426,9 +463,39 @@ def stream(mongo_uri: str, source: Path, events: int, mongod_pid: int | None = N
         service.close()
 
 
+def both(mongo_uri: str, source: Path, seconds: float, clients: int, batch: int, events: int,
+         mongod_pid: int | None = None) -> dict:
+    """/track and the stream together: `events` broker events queued, the service
+    started, and the /track clients posting while the stream drains. The window is the
+    /track run (the stream's backlog outlasts it when the bench is sized right:
+    `stream_drained_in_window` says if it did not)."""
+    service = ServiceProcess(mongo_uri, source, batch)
+    try:
+        queue_stream(service, events)
+        db = MongoClient(mongo_uri, tz_aware=True)[service.database]
+        service.start()
+        devstack.wait_until(lambda: stored_from_stream(db) > 0, 120, interval=0.1,
+                            what="the stream started")
+        stream_before = stored_from_stream(db)
+        cpu_before = cpu_seconds(service.proc.pid), cpu_seconds(mongod_pid)
+        tracked = post_tracking(service, seconds, clients, batch)
+        stream_done = stored_from_stream(db) - stream_before
+        service_cpu = cpu_seconds(service.proc.pid) - cpu_before[0]
+        mongod_cpu = cpu_seconds(mongod_pid) - cpu_before[1]
+        elapsed = tracked["seconds"]
+        together = tracked["accepted"] + stream_done
+        return {"source": str(source), "track": tracked,
+                "stream": {"events": stream_done, "events_per_s": round(stream_done / elapsed, 1)},
+                "stream_drained_in_window": stream_before + stream_done >= events,
+                "together_events_per_s": round(together / elapsed, 1),
+                **cpu_figures(together, service_cpu, mongod_cpu), "load_average": os.getloadavg()}
+    finally:
+        service.close()
+
+
 def run(sizes=(10_000, 100_000), batch: int = 500, repeats: int = 5, rebuild: bool = True,
         track_seconds: float = 0, clients: int = 6, track_batch: int = 500,
-        source: Path = ROOT, stream_events: int = 0) -> dict:
+        source: Path = ROOT, stream_events: int = 0, together: bool = False) -> dict:
     """The whole bench against a mongod of its own; returns the JSON document."""
     out: dict = {"machine": {"cpus": os.cpu_count(), "load_average_at_start": os.getloadavg()},
                  "window_days": WINDOW_DAYS, "batch": batch}
@@ -437,12 +504,16 @@ def run(sizes=(10_000, 100_000), batch: int = 500, repeats: int = 5, rebuild: bo
         mongod.start()
         try:
             if sizes:
-                out["scale"] = scale(mongod.uri, sorted(int(s) for s in sizes), batch, repeats, rebuild)
+                out["scale"] = scale(mongod.uri, sorted(int(s) for s in sizes), batch, repeats, rebuild,
+                                     mongod.pid())
             if track_seconds > 0:
                 out["track"] = track(mongod.uri, Path(source), track_seconds, clients, track_batch,
                                      mongod.pid())
             if stream_events > 0:
                 out["stream"] = stream(mongod.uri, Path(source), stream_events, mongod.pid())
+            if together and track_seconds > 0 and stream_events > 0:
+                out["both"] = both(mongod.uri, Path(source), track_seconds, clients, track_batch,
+                                   stream_events, mongod.pid())
         finally:
             mongod.stop()
     out["machine"]["load_average_at_end"] = os.getloadavg()
@@ -461,12 +532,15 @@ def main() -> None:
     parser.add_argument("--track-batch", type=int, default=500)
     parser.add_argument("--stream", type=int, default=0,
                         help="also consume this many broker events through the batch handler")
+    parser.add_argument("--both", action="store_true",
+                        help="also run /track while the stream drains (needs --track-seconds, --stream)")
     parser.add_argument("--source", type=Path, default=ROOT,
                         help="source tree the /track service runs from (to compare versions)")
     args = parser.parse_args()
     sizes = [int(float(s)) for s in args.sizes.split(",") if s]
     result = run(sizes, args.batch, args.repeats, not args.no_rebuild,
-                 args.track_seconds, args.clients, args.track_batch, args.source, args.stream)
+                 args.track_seconds, args.clients, args.track_batch, args.source, args.stream,
+                 args.both)
     print(json.dumps(result, indent=2))
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import secrets
 import sys
 import time
 import uuid
@@ -23,13 +24,17 @@ import requests
 from bench import units
 from bench.stats import distribution, slope
 from shared.clock import parse_iso, to_iso, utcnow
+from shared.security.auth import track_headers
 from tests.chaos.harness import ADDRESS, Infra, Shop, seed
 from tests.support.suite import SERVICES
 from tools.traffic import Pacer
 
 # The crash harness's business settings, with the chassis back at its defaults
 # (the harness sweeps fast and logs only warnings to make crashes visible).
+# A tracking key made up for the run: /track refuses bodies not signed with one.
+TRACK_KEY = ("bench-site", secrets.token_urlsafe(24))
 BENCH_ENV = {
+    "ANALYTICS_TRACK_KEYS": f"{TRACK_KEY[0]}:{TRACK_KEY[1]}",
     "LOG_LEVEL": "INFO",
     "OUTBOX_SWEEP_INTERVAL": "2",
     "OUTBOX_SWEEP_GRACE": "5",
@@ -42,7 +47,6 @@ BENCH_ENV = {
 UNSETTLED = ("pending", "confirmed")
 PAYMENT = {"token": "tok_bench_ok", "method": "card"}
 # The tracking endpoint may require a key (set in the environment the stack inherits).
-TRACK_KEY_VARS = ("ANALYTICS_TRACK_KEY", "ANALYTICS_TRACK_TOKEN", "SHOP_TRACK_KEY")
 
 
 def log(message: str) -> None:
@@ -345,10 +349,6 @@ def open_loop(saga: Saga, rate: float, duration: float, clients: int = 48) -> di
 def track(saga: Saga, duration: float, clients: int = 4, batch: int = 100) -> dict:
     """POST /track batches of `batch` events from `clients` keep-alive clients."""
     url = f"http://127.0.0.1:{saga.shop.suite.ports['analytics']}/track"
-    headers = {"Content-Type": "application/json"}
-    key = next((os.environ[v] for v in TRACK_KEY_VARS if os.environ.get(v)), None)
-    if key:
-        headers.update({"Authorization": f"Bearer {key}", "X-Track-Key": key})
     accepted = 0
     statuses: Counter = Counter()
     latencies: list[float] = []
@@ -370,7 +370,9 @@ def track(saga: Saga, duration: float, clients: int = 4, batch: int = 100) -> di
                                "product_id": saga.world.products[n % 4]["id"], "category": "books"})
             started = time.perf_counter()
             try:
-                resp = session.post(url, data=json.dumps({"events": events}), headers=headers, timeout=60)
+                body = json.dumps({"events": events}).encode()
+                resp = session.post(url, data=body, timeout=60, headers={
+                    "Content-Type": "application/json", **track_headers(*TRACK_KEY, body)})
             except requests.RequestException as exc:
                 statuses[type(exc).__name__] += 1
                 continue
@@ -387,7 +389,7 @@ def track(saga: Saga, duration: float, clients: int = 4, batch: int = 100) -> di
     elapsed = time.monotonic() - started
     return {"clients": clients, "batch": batch, "duration_s": round(elapsed, 1),
             "events_per_s": round(accepted / elapsed, 1), "responses": dict(statuses),
-            "authenticated": bool(key), "post": distribution(latencies)}
+            "key_id": TRACK_KEY[0], "post": distribution(latencies)}
 
 
 # ---------------------------------------------------------------- arithmetic

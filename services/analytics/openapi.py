@@ -2,7 +2,7 @@
 docs/openapi.json from them and from the endpoints' registrations)."""
 from __future__ import annotations
 
-from services.analytics.store import TRACKING_TYPES
+from services.analytics.schemas import TRACKING_TYPES
 
 _ERROR = {"content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
 _OBJECT = {"content": {"application/json": {"schema": {"type": "object"}}}}

@@ -7,7 +7,7 @@ import json
 import sys
 from zoneinfo import ZoneInfo
 
-from services.analytics import store
+from services.analytics import config, store
 from shared.config import Settings
 from shared.storage.store import connect
 
@@ -17,7 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     client = connect(settings.mongo_uri)
     try:
         db = client[settings.database]
-        shards = store.counter_shards(settings)
+        shards = config.counter_shards(settings)
         result = store.rebuild(db, ZoneInfo(settings.timezone), shards=shards)
     finally:
         client.close()

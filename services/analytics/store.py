@@ -18,20 +18,17 @@ document; rebuild refolds each event into the shard its raw document records
 live aggregates exactly."""
 from __future__ import annotations
 
-import random
-from collections import deque
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 from marshmallow import ValidationError
 from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 
-from services.analytics import domain
+from services.analytics import domain, readmodels, schemas
 from shared.clock import parse_iso, utcnow
 from shared.events import TRACKING_SOURCE
-from shared.events.base import REGISTRY, TOLERATED_MISSING, load_all
-from shared.storage.readmodel import LEGACY, version_of
+from shared.events.base import REGISTRY
+from shared.storage.readmodel import LEGACY
 
 RAW = "raw"
 AGG = "agg"
@@ -61,51 +58,6 @@ INDEXES = {
 DEFAULT_SHARDS = domain.DEFAULT_COUNTER_SHARDS
 
 
-class ShardLeases:
-    """The shards free in this process, handed to in-flight ingestions one each, so
-    concurrent transactions of one process never write the same bucket document.
-    Replicas start from independent random orders; with more events in flight than
-    shards the event's hash shard is used. Only a conflict-avoidance hint: what an
-    event folded into is recorded on its raw document, not kept here."""
-
-    def __init__(self, shards: int):
-        self.shards = shards
-        order = list(range(shards))
-        random.shuffle(order)
-        self.free = deque(order)
-
-    @contextmanager
-    def lease(self, event_id: str):
-        leased = bool(self.free)
-        shard = self.free.popleft() if leased else domain.shard_of(event_id, self.shards)
-        try:
-            yield shard
-        finally:
-            if leased:
-                self.free.append(shard)  # reused last: its transaction has committed long before
-
-
-_LEASES: dict[int, ShardLeases] = {}
-
-
-def leases(shards: int) -> ShardLeases:
-    """The process-wide ShardLeases for `shards` shards."""
-    if shards not in _LEASES:
-        _LEASES[shards] = ShardLeases(shards)
-    return _LEASES[shards]
-
-
-def counter_shards(settings) -> int:
-    """ANALYTICS_COUNTER_SHARDS (settings.option `counter_shards`), at least 1."""
-    shards = settings.option("counter_shards", DEFAULT_SHARDS, int)
-    if shards < 1:
-        raise ValueError(f"ANALYTICS_COUNTER_SHARDS must be at least 1, got {shards}")
-    return shards
-
-TRACKING_TYPES = ("session_started", "page_viewed", "product_viewed", "cart_updated",
-                  "checkout_started")
-
-
 class Fold:
     """The write side of a batch of events: every write is buffered, merged per
     document, and sent as one bulk write per collection at `flush`.
@@ -126,7 +78,7 @@ class Fold:
         self.open: dict[tuple[str, str], list] = {}       # (collection, _id) -> its mergeable op
         self.unfolded: dict[str, tuple[dict, int]] = {}   # counters _id -> (keys, count)
         self.paid: set[str] = set()                       # orders already counted as paid
-        self.buckets: dict[datetime, tuple] = {}          # occurred_at -> its hour and day buckets
+        self.hours: dict[int, tuple] = {}                 # UTC hour -> its hour and day buckets
 
     def inc(self, at: datetime, dim: str, key: str, counters: dict) -> None:
         """Add `counters` to the current shard of the hour and day buckets of `at`
@@ -134,10 +86,7 @@ class Fold:
         counters = {k: v for k, v in counters.items() if v}
         if not counters:
             return
-        buckets = self.buckets.get(at)
-        if buckets is None:  # an event folds into several (dim, key) of the same buckets
-            buckets = self.buckets[at] = domain.buckets_of(at, self.tz)
-        for bucket in buckets:
+        for bucket in self.buckets_of(at):
             _id = f"{bucket.grain}|{bucket.key}|{dim}|{key}|{self.shard}"
             entry = self.pending.get(_id)
             if entry is None:
@@ -147,6 +96,20 @@ class Fold:
             total = entry[1]
             for name, value in counters.items():
                 total[name] = total.get(name, 0) + value
+
+    def buckets_of(self, at: datetime) -> tuple:
+        """`domain.buckets_of(at)`, computed once per UTC hour of the batch: the hour's
+        bucket is the hour's, and so is the day's when the whole hour lies in one local
+        day (an hour a local midnight cuts, in a zone offset by a fraction of an hour,
+        is computed for every event)."""
+        hour = int(at.timestamp() // 3600)
+        buckets = self.hours.get(hour)
+        if buckets is None:
+            buckets = domain.buckets_of(at, self.tz)
+            in_hour, in_day = buckets
+            if in_day.start <= in_hour.start and in_hour.end <= in_day.end:
+                self.hours[hour] = buckets
+        return buckets
 
     def update(self, collection: str, _id: str, update: dict) -> None:
         """An upsert of entity `_id`, merged into the document's open update."""
@@ -193,8 +156,8 @@ class Fold:
         collection's entity updates in order, each kind as one bulk write."""
         pending, self.pending = self.pending, {}
         ops, self.ops, self.open = self.ops, {}, {}
-        if len(self.buckets) > 10_000:  # rebuild keeps one Fold for the whole raw store
-            self.buckets = {}
+        if len(self.hours) > 10_000:  # rebuild keeps one Fold for the whole raw store
+            self.hours = {}
         unfolded, self.unfolded = self.unfolded, {}
         if pending:
             self.db[AGG].bulk_write(
@@ -288,34 +251,19 @@ def ingest_batch(db, session, envelopes: list[dict], tz: ZoneInfo, shard: int,
     return statuses
 
 
-_SCHEMAS: dict[tuple[str, str], object] = {}
-
-
-def schema_of(source: str, event_type: str):
-    """One reusable instance of the event's data schema (None for an unknown event):
-    building a marshmallow schema costs more than loading a payload with it."""
-    key = (source, event_type)
-    if key not in _SCHEMAS:
-        spec = REGISTRY.get(key) or (load_all() and REGISTRY.get(key))
-        if spec is None:
-            return None
-        _SCHEMAS[key] = spec.schema()
-    return _SCHEMAS[key]
-
-
 def raw_document(envelope: dict, shard: int, received: datetime, erased: set[str],
                  validated: bool = False) -> dict:
     """The raw-store document of an envelope: validated (status), minimised, and
     stripped of personal data when its member is in `erased`."""
     source, event_type = envelope["source"], envelope["event_type"]
     data = envelope.get("data") or {}
-    schema = schema_of(source, event_type)
+    schema = schemas.schema_of(source, event_type)
     status, errors = "folded", None
     if schema is None or (source, event_type) not in FOLDERS:
         status = "unknown"
     elif not validated:
         try:
-            schema.load(data, partial=tuple(n for n in TOLERATED_MISSING if n in schema.fields))
+            schema.check(data, schemas.tolerated_missing(source, event_type))
         except ValidationError as exc:
             status, errors = "invalid", exc.messages
     data = domain.minimise(data)
@@ -492,49 +440,6 @@ def erase_member(db, session, member_id: str) -> int:
     return changed
 
 
-# A product event carries its whole listing, a stock event the whole stock level (events
-# published before versions carry only what their type implies, and count as version 0).
-LISTING = ("sku", "title", "category", "price", "currency", "status")
-STOCK = ("on_hand", "available", "threshold", "low")
-
-
-def _listing(f, d, implied: dict) -> None:
-    values = {**implied, **{k: d[k] for k in LISTING if d.get(k) is not None}}
-    f.set_latest("products", d["product_id"], version_of(d), values, "listing")
-
-
-def _stock(f, d, implied: dict) -> None:
-    values = {**implied, **{k: d[k] for k in STOCK if d.get(k) is not None}}
-    f.set_latest("products", d["product_id"], version_of(d), values, "stock")
-
-
-def _product_created(f, d, at):
-    _listing(f, d, {})
-    f.inc(at, "total", "all", {"products_created": 1})
-
-
-def _product_status(status: str):
-    def rule(f, d, at):
-        _listing(f, d, {"status": status})
-    return rule
-
-
-def _price_changed(f, d, at):
-    _listing(f, d, {"price": d["new_price"]})
-    f.inc(at, "total", "all", {"price_changes": 1})
-
-
-def _stock_adjusted(f, d, at):
-    _stock(f, d, {})
-
-
-def _stock_level(low: bool):
-    def rule(f, d, at):
-        _stock(f, d, {"low": low})
-        f.inc(at, "total", "all", {"stock_ran_low" if low else "stock_replenished": 1})
-    return rule
-
-
 def _stock_released(f, d, at):
     f.inc(at, "total", "all", {"units_released": sum(x["quantity"] for x in d["lines"])})
 
@@ -625,14 +530,14 @@ FOLDERS = {
     ("tracking", "product_viewed"): _product_viewed,
     ("tracking", "cart_updated"): _cart_updated,
     ("tracking", "checkout_started"): _checkout_started,
-    ("catalog", "product_created"): _product_created,
-    ("catalog", "product_published"): _product_status("published"),
-    ("catalog", "product_unpublished"): _product_status("unpublished"),
-    ("catalog", "price_changed"): _price_changed,
-    ("catalog", "stock_adjusted"): _stock_adjusted,
+    ("catalog", "product_created"): readmodels.product_created,
+    ("catalog", "product_published"): readmodels.product_status("published"),
+    ("catalog", "product_unpublished"): readmodels.product_status("unpublished"),
+    ("catalog", "price_changed"): readmodels.price_changed,
+    ("catalog", "stock_adjusted"): readmodels.stock_adjusted,
     ("catalog", "stock_released"): _stock_released,
-    ("catalog", "stock_ran_low"): _stock_level(True),
-    ("catalog", "stock_replenished"): _stock_level(False),
+    ("catalog", "stock_ran_low"): readmodels.stock_level(True),
+    ("catalog", "stock_replenished"): readmodels.stock_level(False),
     ("catalog", "merchant_approved"): _counter("merchants_approved"),
     ("catalog", "merchant_suspended"): _counter("merchants_suspended"),
     ("catalog", "review_added"): _review_added,
@@ -679,41 +584,52 @@ FOLDERS = {
 
 def rebuild(db, tz: ZoneInfo, batch: int = 1000, shards: int = DEFAULT_SHARDS) -> dict:
     """Drop every derived collection and refold the raw store in `occurred_at` order,
-    `batch` events per bulk write, each event into the same counter shard as live
+    `batch` events per transaction, each event into the same counter shard as live
     ingestion (the one its raw document records, else `shard_of(event_id, shards)`).
     Run it with the consumers stopped (scaled to zero): events folded during a
     rebuild are lost from the aggregates until the next one."""
     for name in DERIVED:
-        db[name].delete_many({})
+        # dropped, not emptied: upserts into a collection just emptied of many
+        # documents crawl through what the deletes left behind
+        db[name].drop()
+        if name in INDEXES:
+            db[name].create_indexes(INDEXES[name])
     folded = unfolded = 0
     cursor = db[RAW].find({}, {"received_at": 0, "correlation_id": 0, "errors": 0},
                           sort=[("occurred_at", ASCENDING), ("_id", ASCENDING)], batch_size=batch)
-    f = Fold(db, None, tz)
+    session = db.client.start_session()
+    f = Fold(db, session, tz)
     docs: list[dict] = []
     revived: list[str] = []
 
     def refold() -> None:
-        if revived:
-            db[RAW].update_many({"_id": {"$in": revived}}, {"$set": {"status": "folded"}})
-            revived.clear()
-        fold_documents(f, docs)
+        # One transaction per batch, as live ingestion: mongod applies a batch's
+        # upserts several times faster inside one (one oplog entry at commit) than as
+        # as many single-document writes (measured: 34 s for 6,300 events without).
+        with session.start_transaction():
+            if revived:
+                db[RAW].update_many({"_id": {"$in": revived}}, {"$set": {"status": "folded"}},
+                                    session=session)
+            fold_documents(f, docs)
+        revived.clear()
         docs.clear()
 
-    for doc in cursor:
-        key = (doc["source"], doc["event_type"])
-        if doc.get("status") == "unknown" and key in FOLDERS and key in REGISTRY:
-            doc["status"] = "folded"  # a rule exists now: fold what was kept for inspection
-            revived.append(doc["_id"])
-        if not isinstance(doc.get("shard"), int):
-            doc["shard"] = domain.shard_of(doc["_id"], shards)
-        if doc["status"] == "folded":
-            folded += 1
-        else:
-            unfolded += 1
-        docs.append(doc)
-        if len(docs) >= batch:
-            refold()
-    refold()
+    with session:
+        for doc in cursor:
+            key = (doc["source"], doc["event_type"])
+            if doc.get("status") == "unknown" and key in FOLDERS and key in REGISTRY:
+                doc["status"] = "folded"  # a rule exists now: fold what was kept for inspection
+                revived.append(doc["_id"])
+            if not isinstance(doc.get("shard"), int):
+                doc["shard"] = domain.shard_of(doc["_id"], shards)
+            if doc["status"] == "folded":
+                folded += 1
+            else:
+                unfolded += 1
+            docs.append(doc)
+            if len(docs) >= batch:
+                refold()
+        refold()
     return {"folded": folded, "unfolded": unfolded}
 
 

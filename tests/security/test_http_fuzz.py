@@ -11,8 +11,8 @@ import requests
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+from services.analytics.schemas import TRACKING_TYPES
 from services.analytics.service import AnalyticsService
-from services.analytics.store import TRACKING_TYPES
 from shared.security.auth import track_headers
 from tests.security import strategies
 from tests.security.conftest import BROWSER_KEY, EXAMPLES, HTTP_TOKEN, TRACK_KEY, TRACK_SETTINGS

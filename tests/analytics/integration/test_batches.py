@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from pymongo import MongoClient
 
-from services.analytics import domain, queries, store, tracking
-from services.analytics.queries import BUCKET_KEY_FIELDS
+from services.analytics import domain, schemas, store, views
+from services.analytics.views import BUCKET_KEY_FIELDS
 from shared.ids import new_id
 from tests.analytics.conftest import envelope
 from tests.analytics.integration import history
@@ -30,11 +30,11 @@ def stream() -> list[dict]:
     erasure with a later event of the erased member."""
     broker, track = history.build()
     broker, track = history.delivery_order(broker, track)
-    envelopes = broker + tracking.events_of(track, len(track), "CNY")
+    envelopes = broker + schemas.events_of(track, len(track), "CNY")
     envelopes.append(envelope("order", "order_confirmed", {"not_an_order": True}, history.at(3)))
     envelopes.append(envelope("order", "order_archived", {"order_id": "o1"}, history.at(3)))
     envelopes.append(envelope("member", "member_erased", {"member_id": "m4"}, history.at(8)))
-    envelopes += tracking.events_of([{"event_type": "session_started", "session_id": "s9",
+    envelopes += schemas.events_of([{"event_type": "session_started", "session_id": "s9",
                                       "member_id": "m4", "occurred_at": "2026-11-21T12:00:00Z",
                                       "referrer": "https://a.example/?u=m4"}], 1, "CNY")
     return envelopes
@@ -64,12 +64,12 @@ def in_transaction(client, work):
 
 
 def reports(db) -> dict:
-    return {"full": queries.get_kpis(db, TZ, FULL), "day1": queries.get_kpis(db, TZ, DAY1),
-            "top": queries.top_products(db, TZ, FULL, 10), "slow": queries.slow_products(db, TZ, FULL, 10),
-            "roi": queries.campaign_roi(db, TZ, FULL, 7),
-            "exp": queries.experiment_results(db, "exp1", 0.05, 1),
-            "cohorts": queries.retention_cohorts(db, TZ, "month", None, None),
-            "unfolded": queries.unfolded_counts(db)}
+    return {"full": views.get_kpis(db, TZ, FULL), "day1": views.get_kpis(db, TZ, DAY1),
+            "top": views.top_products(db, TZ, FULL, 10), "slow": views.slow_products(db, TZ, FULL, 10),
+            "roi": views.campaign_roi(db, TZ, FULL, 7),
+            "exp": views.experiment_results(db, "exp1", 0.05, 1),
+            "cohorts": views.retention_cohorts(db, TZ, "month", None, None),
+            "unfolded": views.unfolded_counts(db)}
 
 
 def documents(db, as_sets: bool = False) -> dict:
@@ -84,7 +84,7 @@ def documents(db, as_sets: bool = False) -> dict:
     out = {name: sorted((entity(name, d) for d in db[name].find({})), key=repr) for name in ENTITIES}
     buckets: dict[tuple, dict] = defaultdict(lambda: defaultdict(int))
     for doc in db.agg.find({}):
-        queries.add_counters(buckets[(doc["grain"], doc["bucket"], doc["dim"], doc["key"])],
+        views.add_counters(buckets[(doc["grain"], doc["bucket"], doc["dim"], doc["key"])],
                              {k: v for k, v in doc.items() if k not in BUCKET_KEY_FIELDS})
     out["agg"] = {k: dict(v) for k, v in sorted(buckets.items())}
     out["raw"] = sorted(({k: v for k, v in d.items() if k not in ("shard", "received_at")}

@@ -15,7 +15,7 @@ from pymongo.read_concern import ReadConcern
 from pymongo.read_preferences import ReadPreference
 from pymongo.write_concern import WriteConcern
 
-from services.analytics import domain, queries, store
+from services.analytics import domain, store, usecases, views
 from shared.ids import new_id
 from shared.retry import is_transient
 
@@ -43,7 +43,7 @@ def tracking_event(worker: int, i: int) -> dict:
 def ingest_once(client, db, envelope, shards: int, leased: bool) -> None:
     """What AnalyticsService.ingest does: (lease a shard,) one transaction as the
     chassis opens it (snapshot, majority) holding the inbox row, raw insert and folds."""
-    lease = (store.leases(shards).lease(envelope["event_id"]) if leased
+    lease = (usecases.leases(shards).lease(envelope["event_id"]) if leased
              else contextlib.nullcontext(None))
     with lease as shard, client.start_session() as session:
         session.start_transaction(read_concern=ReadConcern("snapshot"),
@@ -103,15 +103,15 @@ def _warm(client, db, shards: int, shard: int) -> None:
 def assert_counted_once(db, sent: list[dict], shards: int) -> None:
     warm = shards  # one product_viewed per warmed shard
     assert db.raw.count_documents({}) == len(sent) + warm
-    kpis = queries.get_kpis(db, TZ, DAY)
-    views = sum(1 for e in sent if e["event_type"] in ("page_viewed", "product_viewed"))
-    assert kpis["page_views"] == views + warm
+    kpis = views.get_kpis(db, TZ, DAY)
+    page_views = sum(1 for e in sent if e["event_type"] in ("page_viewed", "product_viewed"))
+    assert kpis["page_views"] == page_views + warm
     assert kpis["sessions"] == len({e["data"]["session_id"] for e in sent}) + 1
-    events = queries.sum_buckets(db, DAY, TZ, "events")["all"]
+    events = views.sum_buckets(db, DAY, TZ, "events")["all"]
     assert sum(events.values()) == len(sent) + warm  # every event folded exactly once
     day_docs = db.agg.count_documents({"grain": "day", "dim": "events"})
     assert day_docs == shards  # the day's counter really is spread over the shards
-    product = queries.sum_buckets(db, DAY, TZ, "product")["p1"]
+    product = views.sum_buckets(db, DAY, TZ, "product")["p1"]
     assert product["views"] == sum(1 for e in sent if e["event_type"] == "product_viewed") + warm
 
 
@@ -159,7 +159,7 @@ def test_rebuild_without_recorded_shards_uses_the_hash_and_queries_sum_any_shard
     sent = [tracking_event(w, i) for w in range(3) for i in range(10)]
     for envelope in sent:
         store.ingest(db, None, envelope, TZ, shards=4)
-    live = queries.get_kpis(db, TZ, DAY)
+    live = views.get_kpis(db, TZ, DAY)
     docs = sorted(db.agg.find({}), key=lambda d: d["_id"])
     assert {d["shard"] for d in docs} <= set(range(4))
     assert all(r["shard"] == domain.shard_of(r["_id"], 4) for r in db.raw.find({}))
@@ -168,4 +168,4 @@ def test_rebuild_without_recorded_shards_uses_the_hash_and_queries_sum_any_shard
     assert sorted(db.agg.find({}), key=lambda d: d["_id"]) == docs
     # another shard count gives other documents but the same KPIs
     store.rebuild(db, TZ, shards=7)
-    assert queries.get_kpis(db, TZ, DAY) == live
+    assert views.get_kpis(db, TZ, DAY) == live

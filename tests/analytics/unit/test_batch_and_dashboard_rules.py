@@ -1,6 +1,6 @@
 """Pure rules of batch folding (merging updates) and of the dashboard (ranges,
 traffic sources, cohort periods)."""
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -81,3 +81,15 @@ def test_period_bounds_of_months_and_iso_weeks():
     assert domain.period_bounds("2026-W47", "week", TZ) == (
         datetime(2026, 11, 15, 16, tzinfo=timezone.utc), datetime(2026, 11, 22, 16, tzinfo=timezone.utc))
     assert domain.period_bounds("2026", "month", TZ) is None
+
+
+@pytest.mark.parametrize("zone", ["Asia/Shanghai", "Asia/Kolkata", "Asia/Kathmandu", "America/New_York"])
+def test_a_batch_reuses_an_hours_buckets_only_where_they_are_the_same(zone):
+    # every 7 minutes over two days around a DST change: Kolkata's and Kathmandu's local
+    # midnights fall inside a UTC hour, where the day bucket changes within the hour
+    tz = ZoneInfo(zone)
+    fold = store.Fold(None, None, tz)
+    start = datetime(2026, 11, 1, 0, 0, tzinfo=timezone.utc)
+    for step in range(0, 2 * 24 * 60, 7):
+        at = start + timedelta(minutes=step)
+        assert fold.buckets_of(at) == domain.buckets_of(at, tz), at

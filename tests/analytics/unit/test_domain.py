@@ -5,7 +5,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from services.analytics import domain, tracking
+from services.analytics import domain, schemas
 from shared.errors import ValidationFailed
 
 SH = ZoneInfo("Asia/Shanghai")
@@ -114,9 +114,9 @@ GOOD = {"event_type": "page_viewed", "session_id": "s1", "occurred_at": "2026-11
 
 
 def test_tracking_single_and_batch():
-    assert len(tracking.events_of(GOOD, 10, "CNY")) == 1
-    assert len(tracking.events_of({"events": [GOOD, GOOD]}, 10, "CNY")) == 2
-    assert tracking.events_of([dict(GOOD, event_id="e1")], 10, "CNY")[0]["event_id"] == "e1"
+    assert len(schemas.events_of(GOOD, 10, "CNY")) == 1
+    assert len(schemas.events_of({"events": [GOOD, GOOD]}, 10, "CNY")) == 2
+    assert schemas.events_of([dict(GOOD, event_id="e1")], 10, "CNY")[0]["event_id"] == "e1"
 
 
 @pytest.mark.parametrize("body,field", [
@@ -132,5 +132,5 @@ def test_tracking_single_and_batch():
 ])
 def test_tracking_bad_input_names_the_field(body, field):
     with pytest.raises(ValidationFailed) as err:
-        tracking.events_of(body, 10, "CNY")
+        schemas.events_of(body, 10, "CNY")
     assert field in err.value.field_errors

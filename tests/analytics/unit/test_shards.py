@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from services.analytics import domain, queries, store
+from services.analytics import config, domain, store, usecases, views
 
 
 def test_shard_of_is_crc32_of_the_event_id_modulo_the_shards():
@@ -19,7 +19,7 @@ def test_shard_of_is_crc32_of_the_event_id_modulo_the_shards():
 
 
 def test_leases_give_concurrent_events_distinct_shards_then_fall_back_to_the_hash():
-    leases = store.ShardLeases(4)
+    leases = usecases.ShardLeases(4)
     held = [leases.lease(f"e{i}") for i in range(4)]
     shards = [h.__enter__() for h in held]
     assert sorted(shards) == [0, 1, 2, 3]
@@ -33,7 +33,7 @@ def test_leases_give_concurrent_events_distinct_shards_then_fall_back_to_the_has
 
 
 def test_a_lease_is_returned_when_the_transaction_fails():
-    leases = store.ShardLeases(2)
+    leases = usecases.ShardLeases(2)
     with pytest.raises(RuntimeError), leases.lease("e1"):
         raise RuntimeError("write conflict")
     assert sorted(leases.free) == [0, 1]
@@ -48,16 +48,16 @@ class FakeSettings:
 
 
 def test_counter_shards_setting_defaults_to_16_and_must_be_positive():
-    assert store.counter_shards(FakeSettings()) == 16 == store.DEFAULT_SHARDS
-    assert store.counter_shards(FakeSettings({"counter_shards": "4"})) == 4
+    assert config.counter_shards(FakeSettings()) == 16 == store.DEFAULT_SHARDS
+    assert config.counter_shards(FakeSettings({"counter_shards": "4"})) == 4
     with pytest.raises(ValueError):
-        store.counter_shards(FakeSettings({"counter_shards": 0}))
+        config.counter_shards(FakeSettings({"counter_shards": 0}))
 
 
 def test_add_counters_sums_shards_and_skips_the_key_fields():
     target = Counter()
     for shard in range(3):
-        queries.add_counters(target, {"_id": f"hour|b|total|all|{shard}", "grain": "hour", "bucket": "b",
+        views.add_counters(target, {"_id": f"hour|b|total|all|{shard}", "grain": "hour", "bucket": "b",
                                       "dim": "total", "key": "all", "shard": shard, "orders": 1,
                                       "events": {"order_paid": 2}})
     assert target == {"orders": 3, "events.order_paid": 6}

@@ -8,7 +8,7 @@ from kombu import Connection
 from nameko.extensions import DependencyProvider
 from prometheus_client.core import GaugeMetricFamily
 
-from services.analytics import domain, queries
+from services.analytics import domain, views
 from shared.clock import utcnow
 from shared.config import settings_of
 from shared.messaging.topology import consuming_services, dead_letter_queue_name
@@ -47,18 +47,18 @@ class KpiCollector:
         aov = GaugeMetricFamily("shop_kpi_aov", "Average order value, minor units.", labels=["window"])
         try:
             for name, rng in windows(now, tz).items():
-                k = queries.get_kpis(db, tz, rng)
+                k = views.get_kpis(db, tz, rng)
                 gmv.add_metric([name], k["gmv"])
                 orders.add_metric([name], k["orders"])
                 conv.add_metric([name], k["conversion_rate"])
                 aov.add_metric([name], k["aov"])
             low = GaugeMetricFamily("shop_low_stock_products", "Products at or below their threshold.",
-                                    value=queries.low_stock_count(db))
+                                    value=views.low_stock_count(db))
             unknown = GaugeMetricFamily("shop_analytics_unfolded_events",
                                         "Events kept but not folded (unknown type or invalid).",
                                         labels=["status"])
             totals: dict[str, int] = {"unknown": 0, "invalid": 0}
-            for row in queries.unfolded_counts(db):
+            for row in views.unfolded_counts(db):
                 totals[row["status"]] = totals.get(row["status"], 0) + row["count"]
             for status, count in totals.items():
                 unknown.add_metric([status], count)
