@@ -13,16 +13,34 @@ off from all the others by taking its link down, then healed.
   (every write is `w: majority`, so nothing a client was told).
 
 Each test drains and reconciles against the client's ledger: 0 lost, 0 duplicated.
+The soak (RUNSLOW=1) runs here too: only this cluster can be partitioned.
 Skipped without root or `ip`."""
 from __future__ import annotations
 
 import json
+import os
+import random
+import time
+from collections import Counter
 from contextlib import suppress
 
+import eventlet
 import pytest
 
 from shared import devstack
-from tests.chaos.harness import Driver, Infra, OrderStream, Shop, drain, log, reconcile
+from tests.chaos.harness import (
+    REPORTS,
+    Driver,
+    Infra,
+    OrderStream,
+    Report,
+    Shop,
+    drain,
+    kpis,
+    log,
+    reconcile,
+    seed,
+)
 from tests.cluster.network import Network
 from tests.cluster.test_failover import settle
 
@@ -90,24 +108,31 @@ def whole(shop, cluster) -> bool:
             and states == ["PRIMARY", "SECONDARY", "SECONDARY"])
 
 
-def victim_host(network, cluster, target: str) -> tuple[str, list[str]]:
-    """The host holding `target` (the mongod primary, or the leader of the queue
-    that will be busiest: analytics', which consumes every event), and all it holds."""
-    queue = "evt--analytics"
-    held: dict[str, list[str]] = {name: [] for name in network.names}
-    held[network.name_of(cluster.mongo.wait_primary().address)].append("mongod primary")
-    held[network.name_of(cluster.rabbit.queue_members()[queue]["leader"])].append(f"quorum leader of {queue}")
-    victim = next(name for name, roles in held.items() if any(r.startswith(target) for r in roles))
-    return victim, held[victim]
+def victim_host(network, cluster, target: str) -> tuple[str, str | None, list[str]]:
+    """The host to cut off: for "mongod primary" the primary's; for "quorum leader"
+    the one leading the most event queues among those without the primary (the two
+    faults apart, where the leaders allow). Returns it, one event queue it leads
+    (None if it leads none) and what it holds."""
+    primary = network.name_of(cluster.mongo.wait_primary().address)
+    led: dict[str, list[str]] = {name: [] for name in network.names}
+    for queue, info in sorted(cluster.rabbit.queue_members().items()):
+        if queue.startswith("evt--") and not queue.endswith(".dlq") and info["leader"]:
+            led[network.name_of(info["leader"])].append(queue)
+    if target == "mongod primary":
+        victim = primary
+    else:
+        victim = max(led, key=lambda name: (name != primary and bool(led[name]), len(led[name])))
+    roles = (["mongod primary"] if victim == primary else []) + [f"quorum leader of {q}" for q in led[victim]]
+    return victim, (led[victim] or [None])[0], roles
 
 
 @pytest.mark.parametrize("target", ["mongod primary", "quorum leader"])
 def test_partition_one_host_then_heal(shop, cluster, network, world, kpis_before, target):
-    """Cut off the host of the mongod primary (or of analytics' quorum leader)
-    while orders flow: the majority side elects a primary and a leader and goes on
+    """Cut off the host of the mongod primary (or of quorum leaders, not the
+    primary's where possible) while orders flow: the majority side elects a primary and a leader and goes on
     accepting orders; heal; the cut node and member rejoin; nothing lost, nothing
     applied twice."""
-    victim, roles = victim_host(network, cluster, target)
+    victim, queue, roles = victim_host(network, cluster, target)
     node = next(n for n in cluster.rabbit.nodes if n.host == network.host(victim))
     stream = OrderStream(shop, world, count=30, workers=3, pause=0.1,
                          seed_value=21 if target == "mongod primary" else 22)
@@ -115,23 +140,24 @@ def test_partition_one_host_then_heal(shop, cluster, network, world, kpis_before
         stream.start()
         stream.wait_placed(4)
         network.partition(victim)
-        log(f"partitioned {victim} ({', '.join(roles)}; node {node.nodename}) after {stream.placed} orders")
+        at_cut = stream.placed
+        log(f"partitioned {victim} ({', '.join(roles) or 'no leader, a secondary'}; node {node.nodename}) "
+            f"after {at_cut} orders")
 
         primary = devstack.wait_until(quietly(cluster.mongo.primary), 90, interval=1,
                                       what="a primary on the majority side")
         assert network.name_of(primary.address) != victim
         devstack.wait_until(quietly(lambda: node.nodename not in running_nodes(cluster)), 120, interval=2,
                             what=f"the majority to see {node.nodename} gone")
-        queue = "evt--analytics"
-        leader = devstack.wait_until(
-            quietly(lambda: cluster.rabbit.queue_members()[queue]["leader"] != node.nodename
-                    and cluster.rabbit.queue_members()[queue]["leader"]), 120, interval=2,
-            what=f"a leader of {queue} on the majority side")
-        during = stream.placed
-        log(f"majority side: primary {primary.address}, {queue} led by {leader}; {during} orders placed")
+        if queue is not None:
+            leader = devstack.wait_until(
+                quietly(lambda: cluster.rabbit.queue_members()[queue]["leader"] != node.nodename
+                        and cluster.rabbit.queue_members()[queue]["leader"]), 120, interval=2,
+                what=f"a leader of {queue} on the majority side")
+            log(f"majority side: primary {primary.address}, {queue} now led by {leader}")
         # the majority side accepts orders while the host is still cut off
-        stream.wait_placed(during + 6, timeout=300)
-        log(f"{stream.placed - during} more orders accepted while {victim} was cut off")
+        stream.wait_placed(at_cut + 6, timeout=300)
+        log(f"{stream.placed - at_cut} orders accepted while {victim} was cut off")
 
         network.heal(victim)
         devstack.wait_until(quietly(lambda: whole(shop, cluster)), 300, interval=2,
@@ -140,3 +166,73 @@ def test_partition_one_host_then_heal(shop, cluster, network, world, kpis_before
         stream.wait(timeout=400)
         drain(shop, world, stream.ledger, timeout=240)
     settle(reconcile(shop, world, stream, kpis_before, f"partition: host of the {target}"), stream)
+
+
+# ---------------------------------------------------------------- the soak (RUNSLOW=1)
+
+SOAK_FAULTS = ("leader", "primary", "service", "partition")
+
+
+def inject(fault: str, rng: random.Random, shop, cluster, network) -> str:
+    """One fault of the matrix, brought back afterwards; returns what it did."""
+    if fault == "leader":
+        node = cluster.kill_queue_leader(cluster.busiest_queue())
+        eventlet.sleep(rng.uniform(1, 5))
+        node.start()
+        return f"killed {node.nodename}"
+    if fault == "primary":
+        member = cluster.kill_mongo_primary()
+        cluster.mongo.wait_primary()
+        eventlet.sleep(rng.uniform(1, 5))
+        member.start()
+        return f"killed primary {member.address}"
+    if fault == "service":
+        label = rng.choice(shop.labels)
+        shop.kill(label)
+        shop.restart(label)
+        return f"killed {label}"
+    victim = rng.choice(network.names[:-1])
+    network.partition(victim)
+    eventlet.sleep(rng.uniform(20, 40))
+    network.heal(victim)
+    devstack.wait_until(quietly(lambda: whole(shop, cluster)), 300, interval=2,
+                        what="the cluster and the replica set whole again")
+    return f"partitioned {victim}"
+
+
+@pytest.mark.slow
+def test_soak_matrix(shop, cluster, network):
+    """Soak: SOAK_ORDERS orders (default 10,000) in rounds of SOAK_ROUND (500),
+    each on a world of its own, while the faults of the matrix run one after the
+    other: a quorum leader or the mongod primary killed with SIGKILL, a random
+    service replica killed, a host partitioned; each brought back. Every round
+    drains and reconciles (its table is printed as it ends, so a soak stopped
+    early still has figures for the rounds it finished), then one row for all."""
+    total = int(os.environ.get("SOAK_ORDERS", "10000"))
+    size = int(os.environ.get("SOAK_ROUND", "500"))
+    rng = random.Random(15)
+    faults: Counter = Counter()
+    started = time.monotonic()
+    reports = []
+    for number, first in enumerate(range(0, total, size), start=1):
+        shop.wait_all_ready()
+        world = seed(shop)
+        before = kpis(shop)
+        stream = OrderStream(shop, world, count=min(size, total - first), workers=6, pause=0.02,
+                             seed_value=15 + number)
+        with Driver(shop, world, stream.ledger, interval=0.5):
+            stream.start()
+            while not stream.done():
+                eventlet.sleep(rng.uniform(5, 15))
+                fault = rng.choice(SOAK_FAULTS)
+                done = inject(fault, rng, shop, cluster, network)
+                faults[fault] += 1
+                log(f"soak round {number}: {done}; {first + stream.placed}/{total} placed after "
+                    f"{time.monotonic() - started:.0f}s, faults {dict(faults)}")
+            stream.wait(timeout=3600)
+            drain(shop, world, stream.ledger, timeout=1800)
+        report = reconcile(shop, world, stream, before, f"soak round {number}")
+        settle(report, stream)
+        reports.append(report)
+    log(f"soak: {total} orders, faults {dict(faults)}, {time.monotonic() - started:.0f}s")
+    REPORTS.append(Report.total(f"soak {total} orders ({len(reports)} rounds)", reports))
