@@ -362,7 +362,10 @@ class PrivateRabbit:
                        capture_output=True, timeout=timeout)
         wait_until(lambda: not port_open(self.host.address, self.port), timeout, what="rabbit to stop")
 
-    def ctl(self, *args: str, timeout: float = 60, check: bool = True) -> str:
+    # rabbitmqctl boots an Erlang VM each time: on a loaded machine that alone can take a minute
+    CTL_TIMEOUT = 180
+
+    def ctl(self, *args: str, timeout: float = CTL_TIMEOUT, check: bool = True) -> str:
         """`rabbitmqctl -n <this node> ARGS` (as the node's user, with its environment)."""
         result = subprocess.run(self.host.command(["rabbitmqctl", "-n", self.nodename, *args]),
                                 env=self._env(), capture_output=True, text=True, timeout=timeout)
@@ -454,7 +457,7 @@ class RabbitCluster:
     def running_node(self) -> PrivateRabbit:
         return next(n for n in self.nodes if n.running() and port_open(n.host.address, n.port))
 
-    def ctl(self, *args: str, timeout: float = 60) -> str:
+    def ctl(self, *args: str, timeout: float = PrivateRabbit.CTL_TIMEOUT) -> str:
         return self.running_node().ctl(*args, timeout=timeout)
 
     def node_named(self, nodename: str) -> PrivateRabbit:

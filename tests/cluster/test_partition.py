@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import subprocess
 import time
 from collections import Counter
 from contextlib import suppress
@@ -225,7 +226,12 @@ def test_soak_matrix(shop, cluster, network):
             while not stream.done():
                 eventlet.sleep(rng.uniform(5, 15))
                 fault = rng.choice(SOAK_FAULTS)
-                done = inject(fault, rng, shop, cluster, network)
+                try:
+                    done = inject(fault, rng, shop, cluster, network)
+                except subprocess.TimeoutExpired as exc:
+                    # rabbitmqctl too slow to say whom to kill (a loaded machine): no fault this time
+                    done = f"{fault} not injected ({exc.cmd[-3:]} timed out)"
+                    fault = "skipped"
                 faults[fault] += 1
                 log(f"soak round {number}: {done}; {first + stream.placed}/{total} placed after "
                     f"{time.monotonic() - started:.0f}s, faults {dict(faults)}")
