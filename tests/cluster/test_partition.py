@@ -26,6 +26,7 @@ from collections import Counter
 from contextlib import suppress
 
 import eventlet
+import pymongo
 import pytest
 
 from shared import devstack
@@ -109,20 +110,42 @@ def whole(shop, cluster) -> bool:
             and states == ["PRIMARY", "SECONDARY", "SECONDARY"])
 
 
+def step_down(member: devstack.Mongod) -> None:
+    """Ask the primary to step down (it may not run again for 30 s): another member is elected."""
+    client = pymongo.MongoClient(f"mongodb://{member.address}/?directConnection=true",
+                                 serverSelectionTimeoutMS=10000)
+    try:
+        with suppress(pymongo.errors.AutoReconnect):
+            client.admin.command("replSetStepDown", 30)
+    finally:
+        client.close()
+
+
+def primary_other_than(cluster, member: devstack.Mongod) -> devstack.Mongod | None:
+    found = cluster.mongo.primary()
+    return found if found is not None and found is not member else None
+
+
 def victim_host(network, cluster, target: str) -> tuple[str, str | None, list[str]]:
     """The host to cut off: for "mongod primary" the primary's; for "quorum leader"
-    the one leading the most event queues among those without the primary (the two
-    faults apart, where the leaders allow). Returns it, one event queue it leads
-    (None if it leads none) and what it holds."""
-    primary = network.name_of(cluster.mongo.wait_primary().address)
+    the one leading the most event queues, after moving the primary away from it
+    (a step-down) so that the two faults are apart. Returns it, one event queue it
+    leads (None if it leads none) and what it holds."""
     led: dict[str, list[str]] = {name: [] for name in network.names}
     for queue, info in sorted(cluster.rabbit.queue_members().items()):
         if queue.startswith("evt--") and not queue.endswith(".dlq") and info["leader"]:
             led[network.name_of(info["leader"])].append(queue)
+    member = cluster.mongo.wait_primary()
+    primary = network.name_of(member.address)
     if target == "mongod primary":
         victim = primary
     else:
-        victim = max(led, key=lambda name: (name != primary and bool(led[name]), len(led[name])))
+        victim = max(led, key=lambda name: len(led[name]))
+        if victim == primary:
+            step_down(member)
+            elected = devstack.wait_until(quietly(lambda: primary_other_than(cluster, member)), 90,
+                                          interval=1, what="a primary on another host after the step-down")
+            primary = network.name_of(elected.address)
     roles = (["mongod primary"] if victim == primary else []) + [f"quorum leader of {q}" for q in led[victim]]
     return victim, (led[victim] or [None])[0], roles
 
