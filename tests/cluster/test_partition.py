@@ -92,8 +92,13 @@ def quietly(check):
     return run
 
 
+def cluster_status(cluster) -> dict:
+    """`rabbitmqctl cluster_status` from a reachable node: running_nodes, partitions, ..."""
+    return json.loads(cluster.rabbit.ctl("cluster_status", "--formatter", "json"))
+
+
 def running_nodes(cluster) -> list[str]:
-    return json.loads(cluster.rabbit.ctl("cluster_status", "--formatter", "json"))["running_nodes"]
+    return cluster_status(cluster)["running_nodes"]
 
 
 def replica_states(shop) -> dict[str, str]:
@@ -104,7 +109,7 @@ def replica_states(shop) -> dict[str, str]:
 def whole(shop, cluster) -> bool:
     """Every broker node running in one cluster with no partition recorded, and a
     primary with two healthy secondaries."""
-    status = json.loads(cluster.rabbit.ctl("cluster_status", "--formatter", "json"))
+    status = cluster_status(cluster)
     states = sorted(replica_states(shop).values())
     return (len(status["running_nodes"]) == len(cluster.rabbit.nodes) and not status.get("partitions")
             and states == ["PRIMARY", "SECONDARY", "SECONDARY"])
