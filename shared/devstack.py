@@ -421,7 +421,7 @@ class RabbitCluster:
     def uri(self) -> str:
         return ";".join(node.uri for node in self.nodes)
 
-    def start(self, timeout: float = 120) -> str:
+    def start(self, timeout: float = 300) -> str:
         first, *others = self.nodes
         fresh = not (first.base / "mnesia").exists()
         self.start_nodes(self.nodes, timeout)
@@ -445,9 +445,10 @@ class RabbitCluster:
                   "^rpc[-.]", '{"ha-mode":"all","ha-sync-mode":"automatic"}')
 
     @staticmethod
-    def start_nodes(nodes: list[PrivateRabbit], timeout: float = 120) -> None:
+    def start_nodes(nodes: list[PrivateRabbit], timeout: float = 300) -> None:
         """Start several nodes at once: a restarted cluster member waits for its peers,
-        so starting them one after the other could wait on a node not yet started."""
+        so starting them one after the other could wait on a node not yet started.
+        A boot takes 2 minutes on a machine loaded 20 times over: 5 are allowed."""
         for node in nodes:
             node.launch()
         for node in nodes:

@@ -128,7 +128,17 @@ class Infra:
             else:
                 rabbit = devstack.PrivateRabbit(rabbit_base, devstack.free_port(),
                                                 name=f"chaos{uuid.uuid4().hex[:6]}@localhost")
-            amqp_uri = rabbit.start()
+            try:
+                amqp_uri = rabbit.start()
+            except BaseException:
+                # nodes still booting would outlive the test (and load the machine): kill them
+                for node in rabbit.nodes if cluster else [rabbit]:
+                    with suppress(Exception):
+                        node.kill()
+                shutil.rmtree(rabbit_base, ignore_errors=True)
+                with suppress(Exception):
+                    mongo.stop()
+                raise
         else:
             vhost = f"shop-chaos-{uuid.uuid4().hex[:8]}"
             devstack.create_vhost(vhost)
