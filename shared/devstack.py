@@ -331,7 +331,7 @@ class PrivateRabbit:
                         "RABBITMQ_CONF_ENV_FILE": str(self.base / "rabbitmq-env.conf")})
         return env
 
-    def start(self, timeout: float = 90) -> str:
+    def start(self, timeout: float = 300) -> str:
         self.launch()
         wait_until(lambda: broker_answers(self.uri, 1), timeout, interval=0.5,
                    what=f"private RabbitMQ node {self.nodename}")
