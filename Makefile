@@ -53,10 +53,13 @@ test-e2e: install
 test-chaos: install
 	$(PYTEST) tests/chaos
 
+# Failover (loopback cluster) and partitions (network namespaces: root and `ip`, else
+# skipped with the reason); .ci/run runs it after `make test`.
 test-cluster: install
 	$(PYTEST) tests/cluster -s
 
-# The soak: SOAK_ORDERS orders (default 10000) under rounds of kills on the cluster.
+# The soak: SOAK_ORDERS orders (default 10000) in rounds of SOAK_ROUND (500), each
+# reconciled, under kills and partitions on the partitionable cluster.
 soak-cluster: install
 	RUNSLOW=1 $(PYTEST) tests/cluster -s -k soak
 

@@ -6,6 +6,7 @@ up`/`down` and by the test fixtures, so both run exactly the same way."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import shutil
 import signal
@@ -53,6 +54,27 @@ def health_ready(base_url: str, timeout: float = 2) -> bool:
         return False
 
 
+@dataclasses.dataclass(frozen=True)
+class Host:
+    """Where a member of a replica set or a broker cluster runs: the address it
+    listens on and is known by, and the network namespace holding that address
+    (None: the caller's own). The partition tests put each member in its own
+    namespace (tests/cluster/network.py); everything else runs on loopback."""
+
+    address: str = "127.0.0.1"
+    netns: str | None = None
+
+    @property
+    def loopback(self) -> bool:
+        return self.netns is None and self.address == "127.0.0.1"
+
+    def command(self, argv: list[str]) -> list[str]:
+        return ["ip", "netns", "exec", self.netns, *argv] if self.netns else argv
+
+
+LOOPBACK = Host()
+
+
 # ---------------------------------------------------------------- MongoDB
 
 def mongod_binary() -> str:
@@ -66,9 +88,10 @@ class Mongod:
     `initiate=False`, one member of a `MongoReplicaSet`, which initiates the set)."""
 
     def __init__(self, dbpath: Path, port: int, replset: str = "rs0", initiate: bool = True,
-                 cache_gb: float = 0.5):
+                 cache_gb: float = 0.5, host: Host = LOOPBACK):
         self.dbpath = Path(dbpath)
         self.port = port
+        self.host = host
         self.replset = replset
         self.initiate = initiate
         self.cache_gb = cache_gb
@@ -77,16 +100,21 @@ class Mongod:
 
     @property
     def uri(self) -> str:
-        return f"mongodb://127.0.0.1:{self.port}/?replicaSet={self.replset}"
+        return f"mongodb://{self.host.address}:{self.port}/?replicaSet={self.replset}"
+
+    @property
+    def address(self) -> str:
+        return f"{self.host.address}:{self.port}"
 
     def start(self, timeout: float = 60) -> str:
         self.dbpath.mkdir(parents=True, exist_ok=True)
-        subprocess.run(
+        bind = "127.0.0.1" if self.host.loopback else f"127.0.0.1,{self.host.address}"
+        subprocess.run(self.host.command(
             [mongod_binary(), "--dbpath", str(self.dbpath), "--port", str(self.port),
-             "--bind_ip", "127.0.0.1", "--replSet", self.replset, "--fork",
+             "--bind_ip", bind, "--replSet", self.replset, "--fork",
              "--logpath", str(self.logpath), "--pidfilepath", str(self.pidfile),
              "--setParameter", "transactionLifetimeLimitSeconds=30",
-             "--wiredTigerCacheSizeGB", str(self.cache_gb)],
+             "--wiredTigerCacheSizeGB", str(self.cache_gb)]),
             check=True, stdout=subprocess.DEVNULL)
         if self.initiate:
             self._initiate(timeout)
@@ -95,12 +123,12 @@ class Mongod:
     def _initiate(self, timeout: float) -> None:
         import pymongo
 
-        direct = pymongo.MongoClient(f"mongodb://127.0.0.1:{self.port}/?directConnection=true",
+        direct = pymongo.MongoClient(f"mongodb://{self.address}/?directConnection=true",
                                      serverSelectionTimeoutMS=timeout * 1000)
         try:
             try:
                 direct.admin.command("replSetInitiate", {
-                    "_id": self.replset, "members": [{"_id": 0, "host": f"127.0.0.1:{self.port}"}]})
+                    "_id": self.replset, "members": [{"_id": 0, "host": self.address}]})
             except pymongo.errors.OperationFailure as exc:
                 if exc.code != 23:  # AlreadyInitialized: a restart on an existing dbpath
                     raise
@@ -167,16 +195,17 @@ class MongoReplicaSet:
     tuned short (2 s timeout, 0.5 s heartbeats) so failover happens within a test."""
 
     def __init__(self, base: Path, ports: list[int] | None = None, size: int = 3,
-                 replset: str = "rs0"):
+                 replset: str = "rs0", hosts: list[Host] | None = None):
         self.base = Path(base)
         self.replset = replset
-        ports = ports or [free_port() for _ in range(size)]
-        self.members = [Mongod(self.base / f"m{i}" / "db", port, replset, initiate=False,
-                               cache_gb=0.25) for i, port in enumerate(ports)]
+        hosts = hosts or [LOOPBACK] * (len(ports) if ports else size)
+        ports = ports or [free_port() for _ in hosts]
+        self.members = [Mongod(self.base / f"m{i}" / "db", port, replset, initiate=False, cache_gb=0.25,
+                               host=host) for i, (port, host) in enumerate(zip(ports, hosts, strict=True))]
 
     @property
     def uri(self) -> str:
-        hosts = ",".join(f"127.0.0.1:{m.port}" for m in self.members)
+        hosts = ",".join(m.address for m in self.members)
         return f"mongodb://{hosts}/?replicaSet={self.replset}"
 
     def start(self, timeout: float = 90) -> str:
@@ -190,13 +219,13 @@ class MongoReplicaSet:
         import pymongo
 
         first = self.members[0]
-        direct = pymongo.MongoClient(f"mongodb://127.0.0.1:{first.port}/?directConnection=true",
+        direct = pymongo.MongoClient(f"mongodb://{first.address}/?directConnection=true",
                                      serverSelectionTimeoutMS=timeout * 1000)
         try:
             try:
                 direct.admin.command("replSetInitiate", {
                     "_id": self.replset,
-                    "members": [{"_id": i, "host": f"127.0.0.1:{m.port}"}
+                    "members": [{"_id": i, "host": m.address}
                                 for i, m in enumerate(self.members)],
                     "settings": {"electionTimeoutMillis": 2000, "heartbeatIntervalMillis": 500}})
             except pymongo.errors.OperationFailure as exc:
@@ -213,7 +242,7 @@ class MongoReplicaSet:
         for member in self.members:
             if not member.running():
                 continue
-            client = pymongo.MongoClient(f"mongodb://127.0.0.1:{member.port}/?directConnection=true",
+            client = pymongo.MongoClient(f"mongodb://{member.address}/?directConnection=true",
                                          serverSelectionTimeoutMS=timeout * 1000)
             try:
                 if client.admin.command("hello").get("isWritablePrimary"):
@@ -260,9 +289,12 @@ class PrivateRabbit:
     """A RabbitMQ node of our own (own port, name and directories), so tests
     may restart it without touching the machine's shared broker."""
 
-    def __init__(self, base: Path, port: int, name: str | None = None):
+    def __init__(self, base: Path, port: int, name: str | None = None, host: Host = LOOPBACK,
+                 config: tuple[str, ...] = ()):
         self.base = Path(base)
         self.port = port
+        self.host = host
+        self.config = config  # extra rabbitmq.conf lines
         self.nodename = name or f"shop{port}@localhost"
         self.dist_port = port + 20000 if port + 20000 < 65536 else free_port()
 
@@ -272,14 +304,15 @@ class PrivateRabbit:
 
     @property
     def uri(self) -> str:
-        return f"amqp://guest:guest@127.0.0.1:{self.port}/"
+        return f"amqp://guest:guest@{self.host.address}:{self.port}/"
 
     def _env(self) -> dict:
         env = dict(os.environ)
         env.update({
             "RABBITMQ_NODE_PORT": str(self.port),
-            "RABBITMQ_NODE_IP_ADDRESS": "127.0.0.1",
-            "ERL_EPMD_ADDRESS": "127.0.0.1",  # the Erlang port mapper stays on loopback too
+            "RABBITMQ_NODE_IP_ADDRESS": self.host.address,
+            # the Erlang port mapper listens on the node's address (and loopback) only
+            "ERL_EPMD_ADDRESS": self.host.address,
             "RABBITMQ_NODENAME": self.nodename,
             "RABBITMQ_DIST_PORT": str(self.dist_port),
             "RABBITMQ_MNESIA_BASE": str(self.base / "mnesia"),
@@ -291,9 +324,14 @@ class PrivateRabbit:
             # `listeners.tcp.*` to 5672, which overrides RABBITMQ_NODE_PORT.
             "RABBITMQ_CONFIG_FILE": str(self.base / "rabbitmq.conf"),
         })
+        if not self.host.loopback:
+            # Named by its address (`name@10.x.y.z`: a long name); and not the machine's
+            # rabbitmq-env.conf, which pins Erlang distribution and epmd to 127.0.0.1.
+            env.update({"RABBITMQ_USE_LONGNAME": "true",
+                        "RABBITMQ_CONF_ENV_FILE": str(self.base / "rabbitmq-env.conf")})
         return env
 
-    def start(self, timeout: float = 90) -> str:
+    def start(self, timeout: float = 300) -> str:
         self.launch()
         wait_until(lambda: broker_answers(self.uri, 1), timeout, interval=0.5,
                    what=f"private RabbitMQ node {self.nodename}")
@@ -304,25 +342,33 @@ class PrivateRabbit:
         for sub in ("mnesia", "log"):
             (self.base / sub).mkdir(parents=True, exist_ok=True)
         (self.base / "enabled_plugins").write_text("[].\n")
-        (self.base / "rabbitmq.conf").write_text(f"listeners.tcp.local = 127.0.0.1:{self.port}\n")
+        listen = [f"listeners.tcp.local = {self.host.address}:{self.port}"]
+        if not self.host.loopback:
+            # guest may log in from other hosts of the private network (the clients' host)
+            listen.append("loopback_users.guest = false")
+        (self.base / "rabbitmq.conf").write_text("\n".join([*listen, *self.config]) + "\n")
+        (self.base / "rabbitmq-env.conf").touch()
         try:
             shutil.chown(self.base, "rabbitmq", "rabbitmq")
             for path in self.base.rglob("*"):
                 shutil.chown(path, "rabbitmq", "rabbitmq")
         except (LookupError, PermissionError):
             pass  # not root, or no rabbitmq user: the node runs as we are
-        subprocess.run(["rabbitmq-server", "-detached"], env=self._env(), check=True,
+        subprocess.run(self.host.command(["rabbitmq-server", "-detached"]), env=self._env(), check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stop(self, timeout: float = 60) -> None:
-        subprocess.run(["rabbitmqctl", "-n", self.nodename, "stop"], env=self._env(),
+        subprocess.run(self.host.command(["rabbitmqctl", "-n", self.nodename, "stop"]), env=self._env(),
                        capture_output=True, timeout=timeout)
-        wait_until(lambda: not port_open("127.0.0.1", self.port), timeout, what="rabbit to stop")
+        wait_until(lambda: not port_open(self.host.address, self.port), timeout, what="rabbit to stop")
 
-    def ctl(self, *args: str, timeout: float = 60, check: bool = True) -> str:
+    # rabbitmqctl boots an Erlang VM each time: on a loaded machine that alone can take a minute
+    CTL_TIMEOUT = 180
+
+    def ctl(self, *args: str, timeout: float = CTL_TIMEOUT, check: bool = True) -> str:
         """`rabbitmqctl -n <this node> ARGS` (as the node's user, with its environment)."""
-        result = subprocess.run(["rabbitmqctl", "-n", self.nodename, *args], env=self._env(),
-                                capture_output=True, text=True, timeout=timeout)
+        result = subprocess.run(self.host.command(["rabbitmqctl", "-n", self.nodename, *args]),
+                                env=self._env(), capture_output=True, text=True, timeout=timeout)
         if check and result.returncode != 0:
             raise RuntimeError(f"rabbitmqctl -n {self.nodename} {' '.join(args)} failed: "
                                f"{(result.stderr or result.stdout).strip()[:500]}")
@@ -345,7 +391,7 @@ class PrivateRabbit:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             wait_until(lambda: not _alive(pid), timeout, what=f"{self.nodename} to die")
-        wait_until(lambda: not port_open("127.0.0.1", self.port), timeout,
+        wait_until(lambda: not port_open(self.host.address, self.port), timeout,
                    what=f"{self.nodename}'s port to close")
 
 
@@ -355,18 +401,27 @@ class RabbitCluster:
     node. Clients connect with kombu's failover URI (`amqp://a;amqp://b;amqp://c`),
     which nameko's publisher and consumers pass to kombu unchanged."""
 
+    # The minority side of a partition stops serving (its clients move to the majority)
+    # and rejoins by itself when the partition heals; a killed node's two peers are the
+    # majority, so kills are unaffected. The production cluster has the same setting.
+    PARTITION_HANDLING = "cluster_partition_handling = pause_minority"
+
     def __init__(self, base: Path, ports: list[int] | None = None, size: int = 3,
-                 prefix: str = "shopc"):
+                 prefix: str = "shopc", hosts: list[Host] | None = None, net_ticktime: int | None = None):
         self.base = Path(base)
-        ports = ports or [free_port() for _ in range(size)]
-        self.nodes = [PrivateRabbit(self.base / f"n{i}", port, name=f"{prefix}{i}-{port}@localhost")
-                      for i, port in enumerate(ports)]
+        hosts = hosts or [LOOPBACK] * (len(ports) if ports else size)
+        ports = ports or [free_port() for _ in hosts]
+        config = (self.PARTITION_HANDLING,) + ((f"net_ticktime = {net_ticktime}",) if net_ticktime else ())
+        self.nodes = [PrivateRabbit(self.base / f"n{i}", port, host=host, config=config,
+                                    name=f"{prefix}{i}-{port}@localhost" if host.loopback
+                                    else f"{prefix}{i}@{host.address}")
+                      for i, (port, host) in enumerate(zip(ports, hosts, strict=True))]
 
     @property
     def uri(self) -> str:
         return ";".join(node.uri for node in self.nodes)
 
-    def start(self, timeout: float = 120) -> str:
+    def start(self, timeout: float = 300) -> str:
         first, *others = self.nodes
         fresh = not (first.base / "mnesia").exists()
         self.start_nodes(self.nodes, timeout)
@@ -390,9 +445,10 @@ class RabbitCluster:
                   "^rpc[-.]", '{"ha-mode":"all","ha-sync-mode":"automatic"}')
 
     @staticmethod
-    def start_nodes(nodes: list[PrivateRabbit], timeout: float = 120) -> None:
+    def start_nodes(nodes: list[PrivateRabbit], timeout: float = 300) -> None:
         """Start several nodes at once: a restarted cluster member waits for its peers,
-        so starting them one after the other could wait on a node not yet started."""
+        so starting them one after the other could wait on a node not yet started.
+        A boot takes 2 minutes on a machine loaded 20 times over: 5 are allowed."""
         for node in nodes:
             node.launch()
         for node in nodes:
@@ -400,9 +456,9 @@ class RabbitCluster:
                        what=f"RabbitMQ node {node.nodename}")
 
     def running_node(self) -> PrivateRabbit:
-        return next(n for n in self.nodes if n.running() and port_open("127.0.0.1", n.port))
+        return next(n for n in self.nodes if n.running() and port_open(n.host.address, n.port))
 
-    def ctl(self, *args: str, timeout: float = 60) -> str:
+    def ctl(self, *args: str, timeout: float = PrivateRabbit.CTL_TIMEOUT) -> str:
         return self.running_node().ctl(*args, timeout=timeout)
 
     def node_named(self, nodename: str) -> PrivateRabbit:

@@ -85,7 +85,8 @@ class Infra:
       machine has `rabbitmq-server` (restartable), else a fresh vhost on the shared
       broker (never restarted);
     - cluster: a three-member replica set and a three-node RabbitMQ cluster, the
-      services connecting to every node through a failover URI."""
+      services connecting to every node through a failover URI; on loopback, or with
+      `hosts` one member and one node on each host (network namespaces: partitions)."""
 
     base: Path
     mongo: devstack.Mongod | devstack.MongoReplicaSet
@@ -107,10 +108,11 @@ class Infra:
 
     @classmethod
     def start(cls, base: Path, private_broker: bool = True, shared_amqp_uri: str | None = None,
-              cluster: bool = False) -> Infra:
+              cluster: bool = False, hosts: list[devstack.Host] | None = None,
+              net_ticktime: int | None = None) -> Infra:
         base = Path(base)
         if cluster:
-            mongo = devstack.MongoReplicaSet(base / "mongo")
+            mongo = devstack.MongoReplicaSet(base / "mongo", hosts=hosts)
         else:
             mongo = devstack.Mongod(base / "mongo" / "db", devstack.free_port())
         mongo.start()
@@ -121,11 +123,22 @@ class Infra:
             rabbit_base = Path(tempfile.mkdtemp(prefix="shop-chaos-rabbit-"))
             os.chmod(rabbit_base, 0o755)
             if cluster:
-                rabbit = devstack.RabbitCluster(rabbit_base, prefix=f"chaos{uuid.uuid4().hex[:4]}n")
+                rabbit = devstack.RabbitCluster(rabbit_base, prefix=f"chaos{uuid.uuid4().hex[:4]}n",
+                                                hosts=hosts, net_ticktime=net_ticktime)
             else:
                 rabbit = devstack.PrivateRabbit(rabbit_base, devstack.free_port(),
                                                 name=f"chaos{uuid.uuid4().hex[:6]}@localhost")
-            amqp_uri = rabbit.start()
+            try:
+                amqp_uri = rabbit.start()
+            except BaseException:
+                # nodes still booting would outlive the test (and load the machine): kill them
+                for node in rabbit.nodes if cluster else [rabbit]:
+                    with suppress(Exception):
+                        node.kill()
+                shutil.rmtree(rabbit_base, ignore_errors=True)
+                with suppress(Exception):
+                    mongo.stop()
+                raise
         else:
             vhost = f"shop-chaos-{uuid.uuid4().hex[:8]}"
             devstack.create_vhost(vhost)

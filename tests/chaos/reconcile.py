@@ -55,6 +55,13 @@ class Report:
                 for r in reports]
         return "\n".join([head, "-" * len(head), *rows])
 
+    @staticmethod
+    def total(name: str, reports: list[Report]) -> Report:
+        """One row adding up several reports (the rounds of a soak)."""
+        return Report(name, **{c: sum(getattr(r, c) for r in reports)
+                               for c in Report.COLUMNS},
+                      problems=[p for r in reports for p in r.problems])
+
 
 def write_summary(terminalreporter) -> None:
     """The session's table of reconciliations (once, whichever conftest asks first)."""

@@ -5,12 +5,10 @@ SIGKILL. Each test drains (nothing may be left) and reconciles against the
 client's ledger: 0 lost, 0 duplicated."""
 from __future__ import annotations
 
-import os
 import random
 import time
 
 import eventlet
-import pytest
 
 from tests.chaos.harness import Driver, OrderStream, drain, log, reconcile
 from tools import devstack
@@ -109,42 +107,3 @@ def test_crash_loop_one_consumer(shop, world, kpis_before):
         stream.wait()
         drain(shop, world, stream.ledger, timeout=180)
     settle(reconcile(shop, world, stream, kpis_before, f"crash loop ({victim} x11)"), stream)
-
-
-@pytest.mark.slow
-def test_soak_matrix(shop, cluster, world, kpis_before):
-    """Soak: SOAK_ORDERS orders (default 10,000) while the matrix of faults runs
-    round after round: a quorum leader, the mongod primary, a random service
-    replica, each killed with SIGKILL and brought back."""
-    total = int(os.environ.get("SOAK_ORDERS", "10000"))
-    rng = random.Random(15)
-    stream = OrderStream(shop, world, count=total, workers=6, pause=0.02, seed_value=15)
-    faults = {"leader": 0, "primary": 0, "service": 0}
-    started = time.monotonic()
-    with Driver(shop, world, stream.ledger, interval=0.5):
-        stream.start()
-        while not stream.done():
-            eventlet.sleep(rng.uniform(5, 15))
-            fault = rng.choice(list(faults))
-            if fault == "leader":
-                node = cluster.kill_queue_leader(cluster.busiest_queue())
-                eventlet.sleep(rng.uniform(1, 5))
-                node.start()
-            elif fault == "primary":
-                member = cluster.kill_mongo_primary()
-                cluster.mongo.wait_primary()
-                eventlet.sleep(rng.uniform(1, 5))
-                member.start()
-            else:
-                label = rng.choice(shop.labels)
-                shop.kill(label)
-                shop.restart(label)
-            faults[fault] += 1
-            log(f"soak: {stream.placed}/{total} placed after {time.monotonic() - started:.0f}s, "
-                f"faults {faults}")
-        stream.wait(timeout=3600)
-        drain(shop, world, stream.ledger, timeout=1800)
-    log(f"soak: {total} orders, faults {faults}, {time.monotonic() - started:.0f}s")
-    settle(reconcile(shop, world, stream, kpis_before, f"soak {total} orders"), stream)
-
-

@@ -363,7 +363,8 @@ def test_alerts_cover_the_issue_list(rendered):
               "ShopOutboxBacklogOld": "shop_outbox_oldest_pending_seconds",
               "ShopEventsHeldForAMissingQueue": "shop_events_publish_failures_total",
               "ShopQueueNoConsumers": "rabbitmq_queue_consumers",
-              "ShopLowStockProducts": "shop_low_stock_products"}
+              "ShopLowStockProducts": "shop_low_stock_products",
+              "ShopBrokerNodeCutOff": "erlang_vm_dist_node_state"}
     for alert, metric in needed.items():
         assert metric in alerts[alert] or any(metric in r.get("expr", "") for r in rules), alert
     from shared.observability import metrics
