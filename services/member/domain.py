@@ -344,3 +344,17 @@ def member_keys(data: dict) -> list[str]:
     """The member document an order event writes (points, tier): events of one member run
     one at a time in this process (shared.messaging.keyed) instead of conflicting."""
     return [f"member:{data['member_id']}"] if data.get("member_id") else []
+
+
+def points_event(member_id: str, points: int, member_after: dict, order_id: str | None = None) -> dict:
+    """The payload of points_earned / _reversed / _redeemed / _expired: the change and the
+    member's balance and version after it."""
+    return {"member_id": member_id, "points": points, "balance": member_after["points_balance"],
+            "order_id": order_id, "version": member_after["version"]}
+
+
+def tier_changed_event(member_id: str, old: str, new, direction: str, spend: int, version: int) -> dict:
+    """`new`: the tier entered (its name, discount and points multiplier)."""
+    return {"member_id": member_id, "old_tier": old, "new_tier": new.name, "tier": new.name,
+            "tier_discount_percent": new.discount_percent, "points_multiplier": str(new.multiplier),
+            "direction": direction, "spend_in_window": spend, "version": version}

@@ -198,8 +198,7 @@ def earn(tx, member_id: str, points: int, order_id: str, now: datetime, config: 
                                  "points": points, "remaining": remaining, "earned_at": now,
                                  "expires_at": config.points.expires_at(now)}, session=tx.session)
     entry = _append(tx, member_id, "earn", points, balance, now, f"earn:{order_id}", order_id=order_id)
-    tx.emit("points_earned", {"member_id": member_id, "points": points, "balance": balance,
-                              "order_id": order_id, "version": after["version"]})
+    tx.emit("points_earned", domain.points_event(member_id, points, after, order_id))
     return entry
 
 
@@ -213,8 +212,7 @@ def reverse(tx, member_id: str, points: int, order_id: str, sequence: int, now: 
     balance = after["points_balance"]
     entry = _append(tx, member_id, "reverse", -points, balance, now, f"reverse:{order_id}:{sequence}",
                     order_id=order_id)
-    tx.emit("points_reversed", {"member_id": member_id, "points": points, "balance": balance,
-                                "order_id": order_id, "version": after["version"]})
+    tx.emit("points_reversed", domain.points_event(member_id, points, after, order_id))
     return entry
 
 
@@ -242,9 +240,7 @@ def redeem(tx, member_id: str, points: int, reason: str, request_id: str | None,
     key = redeem_key(member_id, request_id) if request_id else f"redeem:{member_id}:{new_id('req')}"
     entry = _append(tx, member_id, "redeem", -points, after["points_balance"], now, key,
                     reason=reason, request_id=request_id)
-    tx.emit("points_redeemed", {"member_id": member_id, "points": points,
-                                "balance": after["points_balance"], "order_id": None,
-                                "version": after["version"]})
+    tx.emit("points_redeemed", domain.points_event(member_id, points, after))
     return entry
 
 
@@ -268,9 +264,7 @@ def expire_lot(tx, lot_id: str, now: datetime) -> int:
                                               {"$inc": {"points_balance": -points, **BUMP}},
                                               return_document=ReturnDocument.AFTER, session=tx.session)
     _append(tx, member_id, "expire", -points, after["points_balance"], now, f"expire:{lot_id}")
-    tx.emit("points_expired", {"member_id": member_id, "points": points,
-                               "balance": after["points_balance"], "order_id": None,
-                               "version": after["version"]})
+    tx.emit("points_expired", domain.points_event(member_id, points, after))
     return points
 
 
@@ -360,10 +354,8 @@ def refresh_tier(tx, member_id: str, now: datetime, config: MemberConfig) -> str
     if after is None:
         return None
     direction = config.tiers.direction(old, new.name)
-    tx.emit("tier_changed", {"member_id": member_id, "old_tier": old, "new_tier": new.name,
-                             "tier": new.name, "tier_discount_percent": new.discount_percent,
-                             "points_multiplier": str(new.multiplier), "direction": direction,
-                             "spend_in_window": spend, "version": after["version"]})
+    tx.emit("tier_changed", domain.tier_changed_event(member_id, old, new, direction, spend,
+                                                     after["version"]))
     metrics.TIER_CHANGES.labels(direction).inc()
     return new.name
 
