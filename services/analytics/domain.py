@@ -149,12 +149,25 @@ def _parse_moment(value, field: str) -> datetime:
         raise ValidationFailed.field(field, "Not an ISO 8601 timestamp.") from None
 
 
+# The instants a range may name: no shop event is older than the epoch, and a range with
+# room on both sides keeps the previous period and the rounding to whole local days
+# inside what datetime can hold (year 1 to 9999).
+EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(9000, 1, 1, tzinfo=timezone.utc)
+
+
+def _within_bounds(moment: datetime, field: str) -> datetime:
+    if not EARLIEST <= moment <= LATEST:
+        raise ValidationFailed.field(field, "Must be between 1970-01-01 and 9000-01-01.")
+    return moment
+
+
 def resolve_range(start, end, now: datetime, default_days: int = DEFAULT_RANGE_DAYS) -> TimeRange:
     """[start, end) in whole hours: start rounded down, end rounded up. Defaults:
     end = now, start = end - `default_days` days."""
-    end_at = _parse_moment(end, "end") if end not in (None, "") else now
-    start_at = (_parse_moment(start, "start") if start not in (None, "")
-                else end_at - timedelta(days=default_days))
+    end_at = _within_bounds(_parse_moment(end, "end") if end not in (None, "") else now, "end")
+    start_at = _within_bounds(_parse_moment(start, "start") if start not in (None, "")
+                              else end_at - timedelta(days=default_days), "start")
     start_at, end_at = hour_floor(start_at), hour_ceil(end_at)
     if start_at >= end_at:
         raise ValidationFailed.field("end", "Must be after start.")
@@ -195,9 +208,12 @@ def previous_range(rng: TimeRange) -> TimeRange:
 def _local_date(text, field: str, tz: ZoneInfo) -> datetime:
     try:
         year, month, day = (int(part) for part in str(text).split("-"))
-        return datetime(year, month, day, tzinfo=tz).astimezone(timezone.utc)
+        moment = datetime(year, month, day, tzinfo=tz)
     except (ValueError, TypeError):
         raise ValidationFailed.field(field, "Not a date (YYYY-MM-DD).") from None
+    if not EARLIEST.year <= year < LATEST.year:  # before converting: year 1 in UTC+8 overflows
+        raise ValidationFailed.field(field, "Must be between 1970-01-01 and 8999-12-31.")
+    return moment.astimezone(timezone.utc)
 
 
 # --- arithmetic -------------------------------------------------------------------------

@@ -93,3 +93,21 @@ def test_a_batch_reuses_an_hours_buckets_only_where_they_are_the_same(zone):
     for step in range(0, 2 * 24 * 60, 7):
         at = start + timedelta(minutes=step)
         assert fold.buckets_of(at) == domain.buckets_of(at, tz), at
+
+
+@pytest.mark.parametrize("params, field", [
+    ({"from": "0001-01-01"}, "from"),          # year 1 in UTC+8 is before datetime's first instant
+    ({"from": "2026-01-01", "to": "9999-12-31"}, "to"),  # the day after it is past the last
+    ({"from": "1969-12-31", "to": "1970-01-02"}, "from"),
+    ({"start": "0001-01-01T00:00:00Z"}, "start"),
+    ({"end": "9999-12-31T23:59:59Z"}, "end"),
+    ({"start": "1970-01-01T00:00:00Z", "end": "1970-01-01T05:00:00Z"}, None),  # allowed: the epoch
+])
+def test_a_range_at_the_calendar_edges_is_refused_by_field_not_with_an_overflow(params, field):
+    if field is None:
+        _, rng = domain.dashboard_range(params, NOW, TZ)
+        assert domain.previous_range(rng).start < rng.start  # the comparison period exists
+        return
+    with pytest.raises(ValidationFailed) as err:
+        domain.dashboard_range(params, NOW, TZ)
+    assert field in err.value.field_errors
