@@ -73,6 +73,7 @@ class Settings:
     event_prefetch: int = 0
     topology_declare_all: bool = True
     topology_check_interval: float = 30.0
+    consumer_check_interval: float = 15.0
     transient_conflict_backoff: float = 0.01
     extra: dict = field(default_factory=dict)
 
@@ -119,6 +120,7 @@ class Settings:
             # stacks); "own": least privilege, each service declares only its own.
             topology_declare_all=env_choice("TOPOLOGY_DECLARE", "all", ("all", "own")) == "all",
             topology_check_interval=env_float("TOPOLOGY_CHECK_INTERVAL", 30.0),
+            consumer_check_interval=env_float("CONSUMER_CHECK_INTERVAL", 15.0),
         )
 
     def option(self, key: str, default, cast=None):

@@ -2,7 +2,8 @@
 
 Loads `services/<name>/service.py`, runs it in a nameko container and stops
 gracefully on SIGTERM/SIGINT: consumers are cancelled first, in-flight
-workers finish, and anything unacknowledged returns to its queue."""
+workers finish, and anything unacknowledged returns to its queue. SIGUSR1
+writes every green thread's stack to a file (shared/green.py) and logs its path."""
 from __future__ import annotations
 
 from shared.green import patch
@@ -18,6 +19,7 @@ import eventlet  # noqa: E402
 from nameko.runners import ServiceRunner  # noqa: E402
 
 from shared.config import Settings  # noqa: E402
+from shared.green import dump_on_signal  # noqa: E402
 from shared.observability import logs  # noqa: E402
 
 
@@ -47,6 +49,7 @@ def main(argv: list[str] | None = None) -> None:
 
     signal.signal(signal.SIGTERM, shutdown)
     signal.signal(signal.SIGINT, shutdown)
+    dump_on_signal(lambda path: log.warning("green_threads_dumped", path=path))
     for container in runner.containers:
         container.shop_started = False  # /health/ready: not before every extension started
     runner.start()

@@ -78,15 +78,39 @@ def readiness(container) -> dict:
     return checks
 
 
+def liveness(container) -> dict:
+    """Checks behind /health/live: what only a restart can mend. An event consumer
+    whose thread has ended consumes nothing again in this process."""
+    routers = [e for e in container.subextensions if isinstance(e, EventRouter)]
+    return {"event_consumer_thread": all(router.queue_consumer.thread_alive for router in routers)}
+
+
 READY = {"description": "readiness and each check", "content": {"application/json": {"schema": {
     "type": "object", "required": ["status", "checks"],
     "properties": {"status": {"type": "string", "enum": ["ready", "not_ready"]},
                    "checks": {"type": "object", "additionalProperties": {"type": "boolean"}}}}}}}
 
 
+LIVE = {"description": "liveness and each check", "content": {"application/json": {"schema": {
+    "type": "object", "required": ["status", "checks"],
+    "properties": {"status": {"type": "string", "enum": ["live", "dead"]},
+                   "checks": {"type": "object", "additionalProperties": {"type": "boolean"}}}}}}}
+
+
+class HealthChecks:
+    def __init__(self, container):
+        self.container = container
+
+    def ready(self) -> dict:
+        return readiness(self.container)
+
+    def live(self) -> dict:
+        return liveness(self.container)
+
+
 class Health(DependencyProvider):
     def get_dependency(self, worker_ctx):
-        return lambda: readiness(self.container)
+        return HealthChecks(self.container)
 
     def stop(self):
         check = getattr(self.container, "shop_broker_check", None)
@@ -103,15 +127,20 @@ class ShopService:
     observability = Observability()
     health = Health()
 
-    @http("GET", "/health/live", access="open", openapi={"summary": "The process is alive."})
+    @http("GET", "/health/live", access="open", openapi={
+        "summary": "The process is alive (its event consumer thread runs).",
+        "responses": {"200": LIVE, "503": LIVE}})
     def health_live(self, request):
-        return json_response({"status": "live"})
+        checks = self.health.live()
+        live = all(checks.values())
+        return json_response({"status": "live" if live else "dead", "checks": checks},
+                             200 if live else 503)
 
     @http("GET", "/health/ready", access="open", openapi={
         "summary": "mongod, the broker and the event consumer are reachable.",
         "responses": {"200": READY, "503": READY}})
     def health_ready(self, request):
-        checks = self.health()
+        checks = self.health.ready()
         ready = all(checks.values())
         return json_response({"status": "ready" if ready else "not_ready", "checks": checks},
                              200 if ready else 503)

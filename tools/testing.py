@@ -10,6 +10,11 @@
 - `start_service(cls, **overrides)`: runs a service class in a nameko
   container in this process; stopped at teardown.
 - `rpc`: a standalone client on the test virtual host.
+
+A test run that seems stuck can be asked where it is: `kill -USR1 <pid>`
+writes every green thread's stack to `$TMPDIR/green-threads-<pid>.txt`
+(shared/green.py; a blocked `container.stop()` waits in a green thread, which
+no thread dump shows).
 """
 from __future__ import annotations
 
@@ -21,6 +26,12 @@ import pytest
 
 from shared.config import Settings
 from tools import devstack
+
+
+def pytest_configure(config):
+    from shared.green import dump_on_signal
+
+    dump_on_signal()
 
 
 def wait_for(check, timeout: float = 15, interval: float = 0.05, what: str = "condition"):

@@ -28,6 +28,7 @@ from datetime import timedelta
 import eventlet
 from eventlet.event import Event
 from eventlet.queue import Empty, LightQueue
+from eventlet.semaphore import Semaphore
 from marshmallow import ValidationError
 from pymongo import ASCENDING, IndexModel, UpdateOne
 
@@ -117,6 +118,10 @@ class OutboxRelay:
         self.publisher = ConfirmedPublisher(amqp_uri, heartbeat=heartbeat,
                                             confirm_timeout=confirm_timeout,
                                             on_connect=self._on_connect)
+        # The relay's thread and the sweep's both publish through this one connection:
+        # two green threads reading one socket is an error (eventlet refuses it), and
+        # the window's confirms are counted per channel.
+        self._publishing = Semaphore()
         self._queue: LightQueue = LightQueue()
         self._stopped = Event()
         self._running = False
@@ -137,7 +142,8 @@ class OutboxRelay:
                 try:
                     first = self._queue.get(timeout=idle)
                 except Empty:
-                    self.publisher.heartbeat_check()
+                    with self._publishing:
+                        self.publisher.heartbeat_check()
                     continue
                 batch, stopping = ([] if first is None else [first]), first is None
                 while len(batch) < self.window or stopping:
@@ -193,6 +199,11 @@ class OutboxRelay:
         return confirmed
 
     def _publish_window(self, rows: list[tuple[dict, int]], submitted: list[float]) -> int:
+        with self._publishing:
+            outcomes, held = self._send(rows)
+        return self._mark(rows, outcomes, held, submitted)
+
+    def _send(self, rows: list[tuple[dict, int]]) -> tuple[dict[str, str], set[str]]:
         held = set()
         if self.routing is not None:
             event_types = {envelope["event_type"] for envelope, _ in rows}
@@ -203,6 +214,11 @@ class OutboxRelay:
                           queues=sorted(missing[event_type]))
         sendable = [(e, a) for e, a in rows if e["event_type"] not in held]
         outcomes = self.publisher.publish_window(outgoing(e) for e, _ in sendable) if sendable else {}
+        return outcomes, held
+
+    def _mark(self, rows: list[tuple[dict, int]], outcomes: dict[str, str], held: set[str],
+              submitted: list[float]) -> int:
+        sendable = [(e, a) for e, a in rows if e["event_type"] not in held]
         now = utcnow()
         published = [e["event_id"] for e, _ in sendable if outcomes.get(e["event_id"]) == OK]
         if published:

@@ -49,7 +49,7 @@ class Outgoing:
 
 
 class ConfirmedPublisher:
-    """A lazily (re)connected publisher; not shared between green threads."""
+    """A lazily (re)connected publisher; one green thread at a time (its user locks)."""
 
     def __init__(self, amqp_uri: str, *, heartbeat: int = 30, confirm_timeout: float = 5.0,
                  on_connect: Callable[[Connection], None] | None = None):

@@ -17,7 +17,15 @@ worker. Outcomes:
 
 The service's queue and bindings are declared at start-up and re-declared
 every TOPOLOGY_CHECK_INTERVAL seconds (idempotent), which repairs a deleted
-queue or binding; the gauge `shop_topology_repairs_total` counts repairs."""
+queue or binding; the gauge `shop_topology_repairs_total` counts repairs.
+
+Every CONSUMER_CHECK_INTERVAL seconds the router also looks at its queue: when
+it had messages ready at two checks in a row while this process, believing it
+consumes, received none and had nothing in hand, the consumer is gone on the
+broker's side (seen after quorum-queue leaders moved under a killed or cut-off
+node: the connection alive, the channel open, no consumer on it). The router
+then drops the connection, so the queue consumer reconnects and consumes again
+(`shop_event_consumer_restarts_total`)."""
 from __future__ import annotations
 
 import functools
@@ -81,6 +89,35 @@ if not getattr(QueueConsumer.ack_message, "shop_safe", False):
     QueueConsumer.requeue_message = _settle_safely(QueueConsumer.requeue_message)
 
 
+def _unregister_provider(self, provider):
+    """nameko's, which waits for the consumer thread to cancel the provider's consumer.
+    nameko's waited forever in two cases, and a container's stop with it: a second
+    call for the same provider replaced the first call's wake-up (only one was ever
+    sent), and a consumer thread that had ended (the only one that could cancel).
+    Here a second call waits for the same wake-up, a provider already cancelled
+    returns at once, and a dead thread's connection is gone with it: nothing to cancel."""
+    if not self._consumers_ready.ready():
+        self._last_provider_unregistered.send()
+        return
+    if provider not in self._consumers and provider not in self._pending_remove_providers:
+        ProviderCollector.unregister_provider(self, provider)
+        return
+    removed = self._pending_remove_providers.setdefault(provider, Event())
+    while not removed.ready():
+        if self._gt is None or self._gt.dead:
+            self._pending_remove_providers.pop(provider, None)
+            self._consumers.pop(provider, None)
+            break
+        with eventlet.Timeout(1, False):
+            removed.wait()
+    ProviderCollector.unregister_provider(self, provider)
+
+
+_unregister_provider.shop_safe = True
+if not getattr(QueueConsumer.unregister_provider, "shop_safe", False):
+    QueueConsumer.unregister_provider = _unregister_provider
+
+
 class EventQueueConsumer(QueueConsumer):
     """nameko's QueueConsumer on its own connection, remembering whether it is
     consuming (for /health/ready), with the router's prefetch, and handing
@@ -88,6 +125,7 @@ class EventQueueConsumer(QueueConsumer):
 
     consuming = False
     router = None
+    live_connection = None
 
     @property
     def prefetch_count(self):
@@ -100,15 +138,33 @@ class EventQueueConsumer(QueueConsumer):
         return consumers
 
     def on_consume_ready(self, connection, channel, consumers, **kwargs):
+        # kombu calls this once the consumers are on the broker (after every reconnect);
+        # `on_connection_revived` comes before they are, so it proves nothing.
         self.consuming = True
+        self.live_connection = connection
         super().on_consume_ready(connection, channel, consumers, **kwargs)
 
     def on_connection_error(self, exc, interval):
         self.consuming = False
         super().on_connection_error(exc, interval)
 
-    def on_connection_revived(self):
-        self.consuming = True
+    def reconnect(self) -> None:
+        """Drop the consuming connection under the consumer thread: its next read ends,
+        and kombu connects again and declares its consumers anew."""
+        import socket
+
+        connection, self.live_connection = self.live_connection, None
+        self.consuming = False
+        sock = getattr(getattr(connection, "connection", None), "sock", None)
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:  # already closed: the thread is reconnecting anyway
+                pass
+
+    @property
+    def thread_alive(self) -> bool:
+        return self._gt is None or not self._gt.dead
 
 
 class EventRouter(SharedExtension, ProviderCollector):
@@ -120,11 +176,14 @@ class EventRouter(SharedExtension, ProviderCollector):
         super().__init__()
         self.queue = None
         self._unregistering = set()
+        self._leaving = False  # unregistering from the queue consumer (once)
         self._unregistered = Event()
         self._buffer: list = []
         self._flusher = None
         self._dead_letters = None
         self._dead_letter_lock = Semaphore()
+        self._delivered = 0  # messages received, for the consumer check
+        self._idle_with_backlog = 0
 
     @property
     def consuming(self) -> bool:
@@ -157,11 +216,12 @@ class EventRouter(SharedExtension, ProviderCollector):
         self.queue_consumer.register_provider(self)
 
     def start(self):
-        self.container.spawn_managed_thread(self._watch_dead_letters, identifier="dlq_watch")
+        self.container.spawn_managed_thread(self._watch_queues, identifier="queue_watch")
         self.container.spawn_managed_thread(self._keep_declared, identifier="topology_check")
 
     def stop(self):
-        if not self._providers_registered and self.queue is not None:
+        if not self._providers_registered and self.queue is not None and not self._leaving:
+            self._leaving = True
             self.queue_consumer.unregister_provider(self)
             self._unregistered.send(True)
         self._close_dead_letters()
@@ -173,7 +233,11 @@ class EventRouter(SharedExtension, ProviderCollector):
         self._unregistering.add(provider)
         if isinstance(provider, BatchHandlerEntrypoint):
             self._flush()
-        if not (self._providers - self._unregistering) and not self._unregistered.ready():
+        # The last provider leaves the queue consumer, once. Marked before the wait: a
+        # batch flush above can yield, and the other provider, finding everyone
+        # unregistering and `_unregistered` not yet sent, would otherwise leave again.
+        if not (self._providers - self._unregistering) and not self._leaving:
+            self._leaving = True
             if self.queue is not None:
                 self.queue_consumer.unregister_provider(self)
             self._unregistered.send(True)
@@ -189,6 +253,7 @@ class EventRouter(SharedExtension, ProviderCollector):
 
     # -- dispatch -----------------------------------------------------------------------
     def handle_message(self, body, message):
+        self._delivered += 1
         try:
             if not isinstance(body, dict):
                 raise ValidationError({"_schema": ["The message body is not a JSON object."]})
@@ -295,16 +360,36 @@ class EventRouter(SharedExtension, ProviderCollector):
             self._dead_letters = None
 
     # -- background checks --------------------------------------------------------------
-    def _watch_dead_letters(self):
+    def _watch_queues(self):
+        """The dead-letter depth, and whether our consumer still consumes."""
         while True:
+            delivered = self._delivered
+            eventlet.sleep(self.settings.consumer_check_interval)
             try:
                 with self.queue_consumer.connection as connection:
-                    _, count, _ = connection.default_channel.queue_declare(
-                        dead_letter_queue_name(self.service), passive=True)
-                metrics.DEAD_LETTER_DEPTH.labels(self.service).set(count)
+                    channel = connection.default_channel
+                    _, dead, _ = channel.queue_declare(dead_letter_queue_name(self.service), passive=True)
+                    _, ready, _ = channel.queue_declare(service_queue_name(self.service), passive=True)
             except Exception as exc:
-                log.debug("dlq_depth_unavailable", error=type(exc).__name__)
-            eventlet.sleep(15)
+                log.debug("queue_check_unavailable", error=type(exc).__name__)
+                continue
+            metrics.DEAD_LETTER_DEPTH.labels(self.service).set(dead)
+            self.check_consumer(ready, received=self._delivered - delivered)
+
+    def check_consumer(self, ready: int, received: int) -> bool:
+        """One consumer check: `ready` messages on the queue, `received` since the last
+        check. Reconnects the consumer (and returns True) at the second check in a row
+        that finds it idle in front of a backlog."""
+        idle = (self.queue_consumer.consuming and ready > 0 and received == 0
+                and not self._buffer and not self.container._worker_threads)
+        self._idle_with_backlog = self._idle_with_backlog + 1 if idle else 0
+        if self._idle_with_backlog < 2:
+            return False
+        self._idle_with_backlog = 0
+        log.error("event_consumer_lost", queue=service_queue_name(self.service), ready=ready)
+        metrics.EVENT_CONSUMER_RESTARTS.labels(self.service).inc()
+        self.queue_consumer.reconnect()
+        return True
 
     def _keep_declared(self):
         """Re-declare our queue and bindings (idempotent); a queue that had gone is a repair."""

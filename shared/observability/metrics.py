@@ -63,6 +63,10 @@ TOPOLOGY_MISSING = Gauge(
 TOPOLOGY_REPAIRS = Counter(
     "shop_topology_repairs_total", "Queues found missing and declared again.",
     ["service", "queue"], registry=REGISTRY)
+EVENT_CONSUMER_RESTARTS = Counter(
+    "shop_event_consumer_restarts_total",
+    "Event consumers found holding no consumer on their queue while it had messages, and reconnected.",
+    ["service"], registry=REGISTRY)
 IDEMPOTENT_REPLAYS = Counter(
     "shop_rpc_request_replays_total", "RPC calls answered from an earlier call with the same request_id.",
     ["service", "method"], registry=REGISTRY)

@@ -5,6 +5,7 @@ queue, batches and idempotent RPC writes."""
 import uuid
 from datetime import timedelta
 
+import eventlet
 import pytest
 from kombu import Connection, Exchange, Queue
 from pymongo import MongoClient
@@ -58,6 +59,87 @@ def test_a_crash_looping_consumer_dead_letters_nothing_and_applies_each_event_on
                                         {"$group": {"_id": "$order_id", "n": {"$sum": 1}}},
                                         {"$match": {"n": {"$gt": 1}}}]))
     assert counts == []
+
+
+def _router_of(container):
+    from shared.messaging.subscriptions import EventRouter
+
+    return next(e for e in container.subextensions if isinstance(e, EventRouter))
+
+
+def test_a_consumer_the_broker_silently_dropped_is_found_and_reconnected(start_service, amqp_uri,
+                                                                         settings_for):
+    """The broker forgets our consumer while kombu still believes in it (seen in the
+    cluster soak after leaders moved): the queue fills and nothing arrives. The
+    router's check notices (a backlog, nothing received, nothing in hand, twice) and
+    reconnects; every event is then applied once."""
+    from shared.observability import metrics
+
+    container = start_service(ExampleInventory, settings=settings_for("catalog", consumer_check_interval=0.3))
+    wait_for(lambda: consuming(container), what="consumer started")
+    router = _router_of(container)
+    restarts = metrics.EVENT_CONSUMER_RESTARTS.labels("catalog")._value.get()
+    consumer = router.queue_consumer._consumers[router]
+    for tag in consumer._active_tags.values():  # cancelled on the broker; kombu is not told
+        consumer.channel.basic_cancel(tag, nowait=True)
+    eventlet.sleep(0.5)
+    orders = [uid("ord") for _ in range(20)]
+    for order in orders:
+        publish_event(amqp_uri, order_placed(order, uid()))
+    db = store_of(container)
+    wait_for(lambda: db.applied.count_documents({"order_id": {"$in": orders}}) == len(orders),
+             timeout=30, what="every event applied after the reconnect")
+    assert metrics.EVENT_CONSUMER_RESTARTS.labels("catalog")._value.get() >= restarts + 1
+    assert consuming(container)
+    assert db.applied.count_documents({"order_id": {"$in": orders}}) == len(orders)  # once each
+
+
+def test_the_consumer_check_restarts_only_an_idle_consumer_in_front_of_a_backlog(start_service):
+    container = start_service(ExampleInventory)
+    wait_for(lambda: consuming(container), what="consumer started")
+    router = _router_of(container)
+    assert not router.check_consumer(ready=0, received=0)  # nothing waits
+    assert not router.check_consumer(ready=0, received=0)
+    assert not router.check_consumer(ready=5, received=3)  # it is receiving
+    assert not router.check_consumer(ready=5, received=0)  # once may be a pause
+    assert not router.check_consumer(ready=5, received=2)  # it came back: count again
+    assert not router.check_consumer(ready=5, received=0)
+    assert router.check_consumer(ready=5, received=0)  # twice in a row: reconnected
+    wait_for(lambda: consuming(container), what="consuming again")
+
+
+def test_two_concurrent_unregisters_of_one_consumer_both_return(start_service):
+    """nameko's QueueConsumer kept one wake-up per provider: a second unregister
+    replaced the first's, which then waited forever; a container's stop hung so in
+    this suite's teardowns (about one run in eight of the integration module)."""
+    container = start_service(ExampleAnalytics)
+    wait_for(lambda: consuming(container), what="consumer started")
+    router = _router_of(container)
+    calls = [eventlet.spawn(router.queue_consumer.unregister_provider, router) for _ in range(2)]
+    with eventlet.Timeout(10):
+        for call in calls:
+            call.wait()
+    assert router not in router.queue_consumer._providers
+
+
+def test_liveness_fails_when_the_event_consumer_thread_has_ended(start_service):
+    import requests
+
+    from tools.testing import settings_of_container
+
+    container = start_service(ExampleInventory)
+    wait_for(lambda: consuming(container), what="consumer started")
+    live = f"http://127.0.0.1:{settings_of_container(container).http_port}/health/live"
+    assert requests.get(live, timeout=5).json() == {"status": "live",
+                                                     "checks": {"event_consumer_thread": True}}
+    # kombu's loop ends as when nameko finds no consumer left; nothing restarts it
+    _router_of(container).queue_consumer.should_stop = True
+    answer = wait_for(lambda: (r := requests.get(live, timeout=5)).status_code == 503 and r.json(),
+                      what="liveness failing")
+    assert answer == {"status": "dead", "checks": {"event_consumer_thread": False}}
+    # and the container still stops (nameko waited forever for the dead thread to cancel
+    # its consumers: the hang once seen in this suite's teardowns)
+    container.stop()
 
 
 def test_a_poison_message_is_parked_after_exactly_n_failures_then_replayed(start_service, amqp_uri):
@@ -230,6 +312,35 @@ def test_two_relays_on_one_outbox_publish_each_row_once(mongo_uri, amqp_uri, cat
     assert sorted(seen) == sorted(ids)  # every row once, none twice
     for relay in relays:
         relay.stop()
+
+
+def test_a_relay_publishing_while_its_own_sweep_runs_fails_no_window(mongo_uri, amqp_uri,
+                                                                       catalog_events, capsys):
+    """The relay's thread and the sweep share one publisher connection: concurrently
+    they read one socket ("Second simultaneous read"), each window fails and its rows
+    wait for the next round. Seen in the cluster soak under load."""
+    import eventlet
+
+    db = MongoClient(mongo_uri, w="majority", tz_aware=True)[f"shared_{uuid.uuid4().hex[:6]}"]
+    db.outbox.create_indexes(outbox.INDEXES)
+    relay = OutboxRelay(db, "catalog", amqp_uri, window=20,
+                        routing=ConsumerQueues("catalog", may_declare=True, delivery_limit=50))
+    swept = _commit_rows(db, 200)  # pending rows, due now: the sweep's
+    fresh = _commit_rows(db, 200, lease_seconds=60)  # the relay thread's, leased to it
+    relay.submit(db.outbox.find_one({"_id": event_id})["envelope"] for event_id in fresh)
+    thread = eventlet.spawn(relay.run)
+    sweeps = [eventlet.spawn(relay.sweep) for _ in range(3)]
+    for sweep in sweeps:
+        sweep.wait()
+    wait_for(lambda: db.outbox.count_documents({"pending": True}) == 0, timeout=30,
+             what="every row published")
+    relay.stop()
+    thread.wait()
+    assert "publisher_window_failed" not in capsys.readouterr().out
+    assert db.outbox.count_documents({"attempts": {"$gt": 0}}) == 0  # no window failed
+    seen = wait_for(catalog_events, what="published events")
+    seen += catalog_events()
+    assert sorted(seen) == sorted(swept + fresh)
 
 
 def test_parked_and_failing_rows_do_not_starve_a_fresh_one(mongo_uri, amqp_uri, catalog_events):

@@ -364,7 +364,8 @@ def test_alerts_cover_the_issue_list(rendered):
               "ShopEventsHeldForAMissingQueue": "shop_events_publish_failures_total",
               "ShopQueueNoConsumers": "rabbitmq_queue_consumers",
               "ShopLowStockProducts": "shop_low_stock_products",
-              "ShopBrokerNodeCutOff": "erlang_vm_dist_node_state"}
+              "ShopBrokerNodeCutOff": "erlang_vm_dist_node_state",
+              "ShopEventConsumerLost": "shop_event_consumer_restarts_total"}
     for alert, metric in needed.items():
         assert metric in alerts[alert] or any(metric in r.get("expr", "") for r in rules), alert
     from shared.observability import metrics
