@@ -733,10 +733,14 @@ class Driver:
             if promise is None or not promise.returns:
                 continue
             try:
-                rpc.call("order", "request_return", order["_id"], promise.returns, "chaos test")
+                # A return is not a state transition a repeat would bounce off: a call that
+                # timed out and still ran, then a second one, made two returns of one unit
+                # each (the cluster soak). The request id makes the repeat the same request.
+                rpc.call("order", "request_return", order["_id"], promise.returns, "chaos test",
+                         request_id=f"return-{order['_id']}")
                 self.returns_requested += 1
             except (Conflict, ValidationFailed):
-                pass  # already requested (a retry after a lost reply)
+                pass  # already requested (a retry after a lost reply: request_applied)
             except Exception as exc:
                 self.errors[type(exc).__name__] += 1
         for ret in self.shop.db("fulfillment").returns.find(
