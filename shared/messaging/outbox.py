@@ -218,9 +218,8 @@ class OutboxRelay:
 
     def _mark(self, rows: list[tuple[dict, int]], outcomes: dict[str, str], held: set[str],
               submitted: list[float]) -> int:
-        sendable = [(e, a) for e, a in rows if e["event_type"] not in held]
         now = utcnow()
-        published = [e["event_id"] for e, _ in sendable if outcomes.get(e["event_id"]) == OK]
+        published = [e["event_id"] for e, _ in rows if outcomes.get(e["event_id"]) == OK]
         if published:
             self.db[COLLECTION].update_many(
                 {"_id": {"$in": published}},

@@ -29,6 +29,7 @@ then drops the connection, so the queue consumer reconnects and consumes again
 from __future__ import annotations
 
 import functools
+import socket
 from functools import partial
 
 import eventlet
@@ -89,6 +90,10 @@ if not getattr(QueueConsumer.ack_message, "shop_safe", False):
     QueueConsumer.requeue_message = _settle_safely(QueueConsumer.requeue_message)
 
 
+def _thread_ended(consumer: QueueConsumer) -> bool:
+    return consumer._gt is not None and consumer._gt.dead
+
+
 def _unregister_provider(self, provider):
     """nameko's, which waits for the consumer thread to cancel the provider's consumer.
     nameko's waited forever in two cases, and a container's stop with it: a second
@@ -104,7 +109,7 @@ def _unregister_provider(self, provider):
         return
     removed = self._pending_remove_providers.setdefault(provider, Event())
     while not removed.ready():
-        if self._gt is None or self._gt.dead:
+        if _thread_ended(self):
             self._pending_remove_providers.pop(provider, None)
             self._consumers.pop(provider, None)
             break
@@ -151,8 +156,6 @@ class EventQueueConsumer(QueueConsumer):
     def reconnect(self) -> None:
         """Drop the consuming connection under the consumer thread: its next read ends,
         and kombu connects again and declares its consumers anew."""
-        import socket
-
         connection, self.live_connection = self.live_connection, None
         self.consuming = False
         sock = getattr(getattr(connection, "connection", None), "sock", None)
@@ -164,7 +167,7 @@ class EventQueueConsumer(QueueConsumer):
 
     @property
     def thread_alive(self) -> bool:
-        return self._gt is None or not self._gt.dead
+        return not _thread_ended(self)
 
 
 class EventRouter(SharedExtension, ProviderCollector):
