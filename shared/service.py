@@ -13,6 +13,7 @@ from nameko.extensions import DependencyProvider
 from werkzeug.wrappers import Response
 
 from shared.config import settings_of
+from shared.messaging.rpc import RpcQueueConsumer
 from shared.messaging.subscriptions import EventRouter
 from shared.observability import metrics
 from shared.observability.instrumentation import Observability
@@ -79,10 +80,15 @@ def readiness(container) -> dict:
 
 
 def liveness(container) -> dict:
-    """Checks behind /health/live: what only a restart can mend. An event consumer
-    whose thread has ended consumes nothing again in this process."""
+    """Checks behind /health/live: what only a restart can mend. A queue consumer
+    (events, or RPC requests and replies) whose thread has ended consumes nothing
+    again in this process."""
     routers = [e for e in container.subextensions if isinstance(e, EventRouter)]
-    return {"event_consumer_thread": all(router.queue_consumer.thread_alive for router in routers)}
+    checks = {"event_consumer_thread": all(router.queue_consumer.thread_alive for router in routers)}
+    rpc_consumers = [e for e in container.subextensions if isinstance(e, RpcQueueConsumer)]
+    if rpc_consumers:
+        checks["rpc_consumer_thread"] = all(consumer.thread_alive for consumer in rpc_consumers)
+    return checks
 
 
 READY = {"description": "readiness and each check", "content": {"application/json": {"schema": {

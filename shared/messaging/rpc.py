@@ -30,6 +30,7 @@ from nameko.rpc import Rpc as NamekoRpc
 from shared.config import settings_of
 from shared.errors import EXPECTED_ERRORS, ServiceTimeout
 from shared.messaging import idempotency
+from shared.messaging.consumers import WatchedQueueConsumer
 from shared.observability import metrics
 from shared.observability.logs import get_logger
 from shared.retry import BROKER_LINK_ERRORS, retrying
@@ -65,7 +66,17 @@ class ShopResponder(Responder):
     publisher_cls = ReplyPublisher
 
 
+class RpcQueueConsumer(WatchedQueueConsumer):
+    """The one queue consumer of a container's RPC requests and replies, watched."""
+
+
+class ShopReplyListener(ReplyListener):
+    queue_consumer = RpcQueueConsumer()
+
+
 class ShopRpcConsumer(RpcConsumer):
+    queue_consumer = RpcQueueConsumer()
+
     def handle_result(self, message, result, exc_info):
         # nameko's, with the reply publisher above.
         config = self.container.config
@@ -201,7 +212,7 @@ class ServiceClient:
 class RpcClient(DependencyProvider):
     """`catalog = RpcClient("catalog")`; `self.catalog.get_product(pid)`."""
 
-    rpc_reply_listener = ReplyListener()
+    rpc_reply_listener = ShopReplyListener()
 
     def __init__(self, target: str, timeout: float | None = None):
         self.target = target

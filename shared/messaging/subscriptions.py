@@ -19,17 +19,11 @@ The service's queue and bindings are declared at start-up and re-declared
 every TOPOLOGY_CHECK_INTERVAL seconds (idempotent), which repairs a deleted
 queue or binding; the gauge `shop_topology_repairs_total` counts repairs.
 
-Every CONSUMER_CHECK_INTERVAL seconds the router also looks at its queue: when
-it had messages ready at two checks in a row while this process, believing it
-consumes, received none and had nothing in hand, the consumer is gone on the
-broker's side (seen after quorum-queue leaders moved under a killed or cut-off
-node: the connection alive, the channel open, no consumer on it). The router
-then drops the connection, so the queue consumer reconnects and consumes again
-(`shop_event_consumer_restarts_total`)."""
+The router's queue consumer is watched (`consumers.py`): one the broker dropped
+is found and reconnected; the router's batch buffer counts as "in hand"."""
 from __future__ import annotations
 
 import functools
-import socket
 from functools import partial
 
 import eventlet
@@ -38,11 +32,12 @@ from eventlet.semaphore import Semaphore
 from marshmallow import ValidationError
 from nameko.exceptions import ContainerBeingKilled
 from nameko.extensions import Entrypoint, ProviderCollector, SharedExtension
-from nameko.messaging import HeaderDecoder, QueueConsumer
+from nameko.messaging import HeaderDecoder
 
 from shared.config import settings_of
 from shared.events.base import Envelope
 from shared.messaging import failures
+from shared.messaging.consumers import WatchedQueueConsumer
 from shared.messaging.inbox import DuplicateEvent
 from shared.messaging.keyed import HOT_KEYS
 from shared.messaging.publisher import OK, ConfirmedPublisher, Outgoing
@@ -55,7 +50,7 @@ from shared.messaging.topology import (
 from shared.observability import metrics
 from shared.observability.context import current_event
 from shared.observability.logs import get_logger
-from shared.retry import BROKER_LINK_ERRORS, retrying
+from shared.retry import retrying
 from shared.validation import Precompiled
 
 log = get_logger(__name__)
@@ -69,68 +64,11 @@ REQUEUE_PAUSE_MAX = 5.0
 ENVELOPE = Precompiled(Envelope())
 
 
-def _settle_safely(settle):
-    def settle_or_log(self, message):
-        try:
-            settle(self, message)
-        except BROKER_LINK_ERRORS as exc:
-            log.warning("message_settle_lost", action=settle.__name__, error=type(exc).__name__)
+class EventQueueConsumer(WatchedQueueConsumer):
+    """The watched queue consumer on a connection of its own, with the router's prefetch,
+    handing bodies kombu cannot decode to the router instead of dropping them."""
 
-    settle_or_log.shop_safe = True
-    return settle_or_log
-
-
-# nameko's QueueConsumer (behind every RPC entrypoint, RPC reply listener and event
-# consumer of a container) catches only amqp's ConnectionError when it acks or
-# requeues: a socket reset by a broker restart (ConnectionResetError) escaped the
-# worker and killed the whole container. The message was not settled, so the
-# broker redelivers it (the inbox, or the caller's idempotency key, absorbs it).
-if not getattr(QueueConsumer.ack_message, "shop_safe", False):
-    QueueConsumer.ack_message = _settle_safely(QueueConsumer.ack_message)
-    QueueConsumer.requeue_message = _settle_safely(QueueConsumer.requeue_message)
-
-
-def _thread_ended(consumer: QueueConsumer) -> bool:
-    return consumer._gt is not None and consumer._gt.dead
-
-
-def _unregister_provider(self, provider):
-    """nameko's, which waits for the consumer thread to cancel the provider's consumer.
-    nameko's waited forever in two cases, and a container's stop with it: a second
-    call for the same provider replaced the first call's wake-up (only one was ever
-    sent), and a consumer thread that had ended (the only one that could cancel).
-    Here a second call waits for the same wake-up, a provider already cancelled
-    returns at once, and a dead thread's connection is gone with it: nothing to cancel."""
-    if not self._consumers_ready.ready():
-        self._last_provider_unregistered.send()
-        return
-    if provider not in self._consumers and provider not in self._pending_remove_providers:
-        ProviderCollector.unregister_provider(self, provider)
-        return
-    removed = self._pending_remove_providers.setdefault(provider, Event())
-    while not removed.ready():
-        if _thread_ended(self):
-            self._pending_remove_providers.pop(provider, None)
-            self._consumers.pop(provider, None)
-            break
-        with eventlet.Timeout(1, False):
-            removed.wait()
-    ProviderCollector.unregister_provider(self, provider)
-
-
-_unregister_provider.shop_safe = True
-if not getattr(QueueConsumer.unregister_provider, "shop_safe", False):
-    QueueConsumer.unregister_provider = _unregister_provider
-
-
-class EventQueueConsumer(QueueConsumer):
-    """nameko's QueueConsumer on its own connection, remembering whether it is
-    consuming (for /health/ready), with the router's prefetch, and handing
-    bodies kombu cannot decode to the router instead of dropping them."""
-
-    consuming = False
     router = None
-    live_connection = None
 
     @property
     def prefetch_count(self):
@@ -142,32 +80,8 @@ class EventQueueConsumer(QueueConsumer):
             consumer.on_decode_error = partial(provider.undecodable, self)
         return consumers
 
-    def on_consume_ready(self, connection, channel, consumers, **kwargs):
-        # kombu calls this once the consumers are on the broker (after every reconnect);
-        # `on_connection_revived` comes before they are, so it proves nothing.
-        self.consuming = True
-        self.live_connection = connection
-        super().on_consume_ready(connection, channel, consumers, **kwargs)
-
-    def on_connection_error(self, exc, interval):
-        self.consuming = False
-        super().on_connection_error(exc, interval)
-
-    def reconnect(self) -> None:
-        """Drop the consuming connection under the consumer thread: its next read ends,
-        and kombu connects again and declares its consumers anew."""
-        connection, self.live_connection = self.live_connection, None
-        self.consuming = False
-        sock = getattr(getattr(connection, "connection", None), "sock", None)
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:  # already closed: the thread is reconnecting anyway
-                pass
-
-    @property
-    def thread_alive(self) -> bool:
-        return not _thread_ended(self)
+    def busy(self) -> bool:
+        return super().busy() or bool(self.router is not None and self.router._buffer)
 
 
 class EventRouter(SharedExtension, ProviderCollector):
@@ -185,8 +99,6 @@ class EventRouter(SharedExtension, ProviderCollector):
         self._flusher = None
         self._dead_letters = None
         self._dead_letter_lock = Semaphore()
-        self._delivered = 0  # messages received, for the consumer check
-        self._idle_with_backlog = 0
 
     @property
     def consuming(self) -> bool:
@@ -219,7 +131,7 @@ class EventRouter(SharedExtension, ProviderCollector):
         self.queue_consumer.register_provider(self)
 
     def start(self):
-        self.container.spawn_managed_thread(self._watch_queues, identifier="queue_watch")
+        self.container.spawn_managed_thread(self._watch_dead_letters, identifier="dead_letter_watch")
         self.container.spawn_managed_thread(self._keep_declared, identifier="topology_check")
 
     def stop(self):
@@ -256,7 +168,6 @@ class EventRouter(SharedExtension, ProviderCollector):
 
     # -- dispatch -----------------------------------------------------------------------
     def handle_message(self, body, message):
-        self._delivered += 1
         try:
             if not isinstance(body, dict):
                 raise ValidationError({"_schema": ["The message body is not a JSON object."]})
@@ -363,36 +274,18 @@ class EventRouter(SharedExtension, ProviderCollector):
             self._dead_letters = None
 
     # -- background checks --------------------------------------------------------------
-    def _watch_queues(self):
-        """The dead-letter depth, and whether our consumer still consumes."""
+    def _watch_dead_letters(self):
+        """The dead-letter queue's depth, for `ShopDeadLetteredEvents`."""
+        queue = dead_letter_queue_name(self.service)
         while True:
-            delivered = self._delivered
             eventlet.sleep(self.settings.consumer_check_interval)
             try:
                 with self.queue_consumer.connection as connection:
-                    channel = connection.default_channel
-                    _, dead, _ = channel.queue_declare(dead_letter_queue_name(self.service), passive=True)
-                    _, ready, _ = channel.queue_declare(service_queue_name(self.service), passive=True)
+                    _, dead, _ = connection.default_channel.queue_declare(queue, passive=True)
             except Exception as exc:
-                log.debug("queue_check_unavailable", error=type(exc).__name__)
+                log.debug("dead_letter_check_unavailable", error=type(exc).__name__)
                 continue
             metrics.DEAD_LETTER_DEPTH.labels(self.service).set(dead)
-            self.check_consumer(ready, received=self._delivered - delivered)
-
-    def check_consumer(self, ready: int, received: int) -> bool:
-        """One consumer check: `ready` messages on the queue, `received` since the last
-        check. Reconnects the consumer (and returns True) at the second check in a row
-        that finds it idle in front of a backlog."""
-        idle = (self.queue_consumer.consuming and ready > 0 and received == 0
-                and not self._buffer and not self.container._worker_threads)
-        self._idle_with_backlog = self._idle_with_backlog + 1 if idle else 0
-        if self._idle_with_backlog < 2:
-            return False
-        self._idle_with_backlog = 0
-        log.error("event_consumer_lost", queue=service_queue_name(self.service), ready=ready)
-        metrics.EVENT_CONSUMER_RESTARTS.labels(self.service).inc()
-        self.queue_consumer.reconnect()
-        return True
 
     def _keep_declared(self):
         """Re-declare our queue and bindings (idempotent); a queue that had gone is a repair."""

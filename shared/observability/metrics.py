@@ -63,10 +63,10 @@ TOPOLOGY_MISSING = Gauge(
 TOPOLOGY_REPAIRS = Counter(
     "shop_topology_repairs_total", "Queues found missing and declared again.",
     ["service", "queue"], registry=REGISTRY)
-EVENT_CONSUMER_RESTARTS = Counter(
-    "shop_event_consumer_restarts_total",
-    "Event consumers found holding no consumer on their queue while it had messages, and reconnected.",
-    ["service"], registry=REGISTRY)
+CONSUMER_RESTARTS = Counter(
+    "shop_consumer_restarts_total",
+    "Queue consumers (events, RPC requests, RPC replies) the broker had dropped, found and reconnected.",
+    ["service", "queue"], registry=REGISTRY)
 IDEMPOTENT_REPLAYS = Counter(
     "shop_rpc_request_replays_total", "RPC calls answered from an earlier call with the same request_id.",
     ["service", "method"], registry=REGISTRY)

@@ -67,21 +67,35 @@ def _router_of(container):
     return next(e for e in container.subextensions if isinstance(e, EventRouter))
 
 
+def _restarts(service: str, queue: str) -> float:
+    from shared.observability import metrics
+
+    return metrics.CONSUMER_RESTARTS.labels(service, queue)._value.get()
+
+
+def _drop_on_the_broker(queue_consumer, provider) -> None:
+    """Cancel the provider's consumer on the broker without telling kombu."""
+    consumer = queue_consumer._consumers[provider]
+    for tag in consumer._active_tags.values():
+        consumer.channel.basic_cancel(tag, nowait=True)
+
+
+def _consumers_on(amqp_uri: str, queue: str) -> int:
+    with Connection(amqp_uri) as connection:
+        return connection.default_channel.queue_declare(queue, passive=True)[2]
+
+
 def test_a_consumer_the_broker_silently_dropped_is_found_and_reconnected(start_service, amqp_uri,
                                                                          settings_for):
     """The broker forgets our consumer while kombu still believes in it (seen in the
     cluster soak after leaders moved): the queue fills and nothing arrives. The
-    router's check notices (a backlog, nothing received, nothing in hand, twice) and
-    reconnects; every event is then applied once."""
-    from shared.observability import metrics
-
+    queue consumer's check notices (no consumer on the queue, twice) and reconnects;
+    every event is then applied once."""
     container = start_service(ExampleInventory, settings=settings_for("catalog", consumer_check_interval=0.3))
     wait_for(lambda: consuming(container), what="consumer started")
     router = _router_of(container)
-    restarts = metrics.EVENT_CONSUMER_RESTARTS.labels("catalog")._value.get()
-    consumer = router.queue_consumer._consumers[router]
-    for tag in consumer._active_tags.values():  # cancelled on the broker; kombu is not told
-        consumer.channel.basic_cancel(tag, nowait=True)
+    restarts = _restarts("catalog", "evt--catalog")
+    _drop_on_the_broker(router.queue_consumer, router)
     eventlet.sleep(0.5)
     orders = [uid("ord") for _ in range(20)]
     for order in orders:
@@ -89,22 +103,55 @@ def test_a_consumer_the_broker_silently_dropped_is_found_and_reconnected(start_s
     db = store_of(container)
     wait_for(lambda: db.applied.count_documents({"order_id": {"$in": orders}}) == len(orders),
              timeout=30, what="every event applied after the reconnect")
-    assert metrics.EVENT_CONSUMER_RESTARTS.labels("catalog")._value.get() >= restarts + 1
+    assert _restarts("catalog", "evt--catalog") >= restarts + 1
     assert consuming(container)
     assert db.applied.count_documents({"order_id": {"$in": orders}}) == len(orders)  # once each
 
 
-def test_the_consumer_check_restarts_only_an_idle_consumer_in_front_of_a_backlog(start_service):
+def _rpc_queue_consumer(container):
+    from shared.messaging.rpc import RpcQueueConsumer
+
+    return next(e for e in container.subextensions if isinstance(e, RpcQueueConsumer))
+
+
+@pytest.mark.parametrize("dropped", ["requests", "replies"])
+def test_an_rpc_consumer_the_broker_silently_dropped_is_found_and_reconnected(start_service, rpc, amqp_uri,
+                                                                              settings_for, dropped):
+    """The same for the queue consumer of RPC: its requests' queue `rpc-<service>` (shared
+    with the other replicas) and its own reply queue. A replica whose request consumer
+    is gone serves nothing while it looks healthy; the soak saw one."""
+    from nameko.rpc import ReplyListener, RpcConsumer
+
+    container = start_service(ExampleInventory, settings=settings_for("catalog", consumer_check_interval=0.3))
+    wait_for(lambda: consuming(container), what="consumer started")
+    product = uid()
+    rpc.catalog.adjust_stock(product, 3, "delivery", request_id=f"req-{product}")
+    queue_consumer = _rpc_queue_consumer(container)
+    kind = RpcConsumer if dropped == "requests" else ReplyListener
+    provider = next(p for p in queue_consumer._providers if isinstance(p, kind))
+    queue, label = provider.queue.name, ("rpc-catalog" if dropped == "requests" else "rpc.reply")
+    restarts = _restarts("catalog", label)
+    _drop_on_the_broker(queue_consumer, provider)
+    assert _consumers_on(amqp_uri, queue) == 0
+    wait_for(lambda: _restarts("catalog", label) >= restarts + 1, timeout=30, what="the consumer reconnected")
+    wait_for(lambda: _consumers_on(amqp_uri, queue) == 1, timeout=30, what="a consumer on the queue again")
+    assert rpc.catalog.get_stock(product)["on_hand"] == 3
+
+
+def test_the_consumer_check_restarts_only_a_lost_consumer(start_service):
     container = start_service(ExampleInventory)
     wait_for(lambda: consuming(container), what="consumer started")
-    router = _router_of(container)
-    assert not router.check_consumer(ready=0, received=0)  # nothing waits
-    assert not router.check_consumer(ready=0, received=0)
-    assert not router.check_consumer(ready=5, received=3)  # it is receiving
-    assert not router.check_consumer(ready=5, received=0)  # once may be a pause
-    assert not router.check_consumer(ready=5, received=2)  # it came back: count again
-    assert not router.check_consumer(ready=5, received=0)
-    assert router.check_consumer(ready=5, received=0)  # twice in a row: reconnected
+    check = _router_of(container).queue_consumer.check
+    assert not check("q", ready=0, consumers=1, received=0)  # nothing waits
+    assert not check("q", ready=0, consumers=1, received=0)
+    assert not check("q", ready=5, consumers=1, received=3)  # it is receiving
+    assert not check("q", ready=5, consumers=1, received=0)  # once may be a pause
+    assert not check("q", ready=5, consumers=1, received=2)  # it came back: count again
+    assert not check("q", ready=5, consumers=1, received=0)
+    assert check("q", ready=5, consumers=1, received=0)  # twice in a row: reconnected
+    wait_for(lambda: consuming(container), what="consuming again")
+    assert not check("q", ready=0, consumers=0, received=0)  # no consumer on the queue at all
+    assert check("q", ready=0, consumers=0, received=0)
     wait_for(lambda: consuming(container), what="consuming again")
 
 
@@ -130,13 +177,14 @@ def test_liveness_fails_when_the_event_consumer_thread_has_ended(start_service):
     container = start_service(ExampleInventory)
     wait_for(lambda: consuming(container), what="consumer started")
     live = f"http://127.0.0.1:{settings_of_container(container).http_port}/health/live"
-    assert requests.get(live, timeout=5).json() == {"status": "live",
-                                                     "checks": {"event_consumer_thread": True}}
+    assert requests.get(live, timeout=5).json() == {
+        "status": "live", "checks": {"event_consumer_thread": True, "rpc_consumer_thread": True}}
     # kombu's loop ends as when nameko finds no consumer left; nothing restarts it
     _router_of(container).queue_consumer.should_stop = True
     answer = wait_for(lambda: (r := requests.get(live, timeout=5)).status_code == 503 and r.json(),
                       what="liveness failing")
-    assert answer == {"status": "dead", "checks": {"event_consumer_thread": False}}
+    assert answer == {"status": "dead",
+                      "checks": {"event_consumer_thread": False, "rpc_consumer_thread": True}}
     # and the container still stops (nameko waited forever for the dead thread to cancel
     # its consumers: the hang once seen in this suite's teardowns)
     container.stop()

@@ -105,13 +105,36 @@ def replica_states(shop) -> dict[str, str]:
     return {m["name"]: m["stateStr"] if m.get("health") == 1 else "unreachable" for m in status["members"]}
 
 
-def whole(shop, cluster) -> bool:
-    """Every broker node running in one cluster with no partition recorded, and a
-    primary with two healthy secondaries."""
+def not_whole(shop, cluster) -> list[str]:
+    """What keeps the cluster and the replica set from being whole; [] when they are."""
     status = cluster_status(cluster)
-    states = sorted(replica_states(shop).values())
-    return (len(status["running_nodes"]) == len(cluster.rabbit.nodes) and not status.get("partitions")
-            and states == ["PRIMARY", "SECONDARY", "SECONDARY"])
+    wrong = []
+    missing = sorted(set(n.nodename for n in cluster.rabbit.nodes) - set(status["running_nodes"]))
+    if missing:
+        wrong.append(f"broker nodes not running: {', '.join(missing)}")
+    if status.get("partitions"):
+        wrong.append(f"partitions: {status['partitions']}")
+    states = replica_states(shop)
+    if sorted(states.values()) != ["PRIMARY", "SECONDARY", "SECONDARY"]:
+        wrong.append(f"replica set: {states}")
+    return wrong
+
+
+def wait_whole(shop, cluster, timeout: float = 300) -> None:
+    """Wait for the cluster and the replica set to be whole; on a timeout, say what was not."""
+    seen: list[str] = []
+
+    def check():
+        try:
+            seen[:] = not_whole(shop, cluster)
+        except Exception as exc:
+            seen[:] = [f"status unavailable: {type(exc).__name__}: {str(exc)[:200]}"]
+        return not seen
+
+    try:
+        devstack.wait_until(check, timeout, interval=2, what="the cluster and the replica set whole again")
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc}; last seen: {'; '.join(seen)}") from None
 
 
 def step_down(member: devstack.Mongod) -> None:
@@ -188,8 +211,7 @@ def test_partition_one_host_then_heal(shop, cluster, network, world, kpis_before
         log(f"{stream.placed - at_cut} orders accepted while {victim} was cut off")
 
         network.heal(victim)
-        devstack.wait_until(quietly(lambda: whole(shop, cluster)), 300, interval=2,
-                            what="the cluster and the replica set whole again")
+        wait_whole(shop, cluster)
         log(f"healed {victim}: members {replica_states(shop)}, {stream.placed} orders placed")
         stream.wait(timeout=400)
         drain(shop, world, stream.ledger, timeout=240)
@@ -226,8 +248,7 @@ def inject(fault: str, rng: random.Random, shop, cluster, network) -> str:
     network.partition(victim)
     eventlet.sleep(rng.uniform(20, 40))
     network.heal(victim)
-    devstack.wait_until(quietly(lambda: whole(shop, cluster)), 300, interval=2,
-                        what="the cluster and the replica set whole again")
+    wait_whole(shop, cluster)
     return f"partitioned {victim}"
 
 

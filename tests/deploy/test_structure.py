@@ -365,7 +365,7 @@ def test_alerts_cover_the_issue_list(rendered):
               "ShopQueueNoConsumers": "rabbitmq_queue_consumers",
               "ShopLowStockProducts": "shop_low_stock_products",
               "ShopBrokerNodeCutOff": "erlang_vm_dist_node_state",
-              "ShopEventConsumerLost": "shop_event_consumer_restarts_total"}
+              "ShopConsumerLost": "shop_consumer_restarts_total"}
     for alert, metric in needed.items():
         assert metric in alerts[alert] or any(metric in r.get("expr", "") for r in rules), alert
     from shared.observability import metrics
