@@ -14,3 +14,7 @@ PAYMENT_ATTEMPTS = Counter("shop_payment_attempts_total", "Capture attempts, by 
                            ["outcome"], registry=REGISTRY)
 REFUNDS = Counter("shop_refunds_total", "Refunds paid back, by reason.", ["reason"], registry=REGISTRY)
 RETURNS_REQUESTED = Counter("shop_returns_requested_total", "Returns requested.", registry=REGISTRY)
+PLACE_ORDER_REPEATS = Counter(
+    "shop_place_order_repeats_total",
+    "place_order calls that failed or collided while another run of the same idempotency key "
+    "placed the order, answered with that order.", registry=REGISTRY)

@@ -28,7 +28,7 @@ from services.order.domain.payment import ChargeResult
 from services.order.readmodels import PUBLISHED, ReadModels
 from services.order.store import OrderRepo, RefundRepo
 from shared.clock import to_iso
-from shared.errors import Conflict, NotFound, ServiceTimeout, ServiceUnavailable, ValidationFailed
+from shared.errors import Conflict, NotFound, ServiceTimeout, ServiceUnavailable, ShopError, ValidationFailed
 from shared.ids import new_id
 from shared.observability.logs import get_logger
 from shared.validation import load
@@ -118,19 +118,24 @@ class OrderWorkflow:
         order_id = order_id_for(data["member_id"], key)
         if not key and repo.find(order_id):  # pragma: no cover - random ids do not collide
             raise Conflict("order id collision; retry")
-        priced = self._price(data["member_id"], data["lines"], data["coupon_code"], now, order_id)
-        order = domain.new_order(order_id, data["member_id"], priced, currency=self.currency,
-                                 shipping_address=data["shipping_address"], payment=data["payment"],
-                                 coupon_code=data["coupon_code"], idempotency_key=key,
-                                 attribution=data["attribution"], now=now)
         try:
+            priced = self._price(data["member_id"], data["lines"], data["coupon_code"], now, order_id)
+            order = domain.new_order(order_id, data["member_id"], priced, currency=self.currency,
+                                     shipping_address=data["shipping_address"], payment=data["payment"],
+                                     coupon_code=data["coupon_code"], idempotency_key=key,
+                                     attribution=data["attribution"], now=now)
             with self.store.transaction() as tx:
                 OrderRepo(tx.db, tx.session).insert(order)
                 tx.emit("order_placed", domain.placed_event(order))
-        except DuplicateKeyError:
+        except (ShopError, DuplicateKeyError):
+            # The same call running twice at once (a caller's retry, or a request the broker
+            # redelivered while its first delivery still ran): the other run placed the order
+            # after our check above. Its order is the answer, whatever has become of it since;
+            # a coupon already released with that closed order must not fail the repeat.
             existing = repo.by_idempotency_key(data["member_id"], key) if key else None
             if existing is None:
                 raise
+            metrics.PLACE_ORDER_REPEATS.inc()
             return self.view(existing)
         metrics.ORDERS_PLACED.inc()
         log.info("order_placed", order_id=order_id, total=order["total"])

@@ -6,7 +6,7 @@ import pytest
 from nameko.amqp.publish import Publisher
 from pymongo import IndexModel, ReturnDocument
 
-from shared.errors import NotFound, ValidationFailed
+from shared.errors import Conflict, NotFound, ValidationFailed
 from shared.messaging.outbox import build_envelope
 from shared.messaging.rpc import rpc
 from shared.messaging.subscriptions import handles
@@ -111,10 +111,16 @@ class FakeMarketing(ShopService):
 
     name = "marketing"
     store = Store()
+    gates: list = []  # eventlet Events: the next calls of price_cart each wait for one
 
     @rpc(schema={"member_id": Id(), "lines": Objects(), "coupon_code": Id(), "tier": Text(64),
                  "order_id": Id()})
     def price_cart(self, member_id, lines, coupon_code=None, tier=None, order_id=None):
+        if self.gates:
+            self.gates.pop(0).wait()
+        if coupon_code and order_id and (self.store.db.coupons.find_one({"_id": order_id}) or {}).get(
+                "state") == "released":  # as marketing answers for a closed order's coupon
+            raise Conflict(f"order {order_id} is already closed", {"order_id": order_id})
         if coupon_code not in (None, "SAVE10", "FREESHIP"):
             raise ValidationFailed.field("coupon_code", "coupon does not exist or has expired")
         priced, discount = [], 0

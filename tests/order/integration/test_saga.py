@@ -149,6 +149,46 @@ def test_same_idempotency_key_under_concurrent_retries_makes_one_order(stack, rp
     assert other["id"] != ids[0]
 
 
+def test_a_repeat_running_beside_the_first_call_answers_its_order_even_once_closed(stack, rpc, amqp_uri):
+    """Two runs of one place_order at once (a caller's retry, or a request redelivered while
+    its first delivery still ran; the cluster tests saw it under a partition): the repeat
+    passes the check for an existing order before the first run stores it, and by the time
+    it prices the cart the first run's order was cancelled and its coupon released. The
+    repeat answers the first run's order instead of failing on the coupon."""
+    from eventlet.event import Event
+
+    from tests.order.conftest import FakeMarketing
+    from tools.client import connect
+
+    s = stack()
+    db = store_of(s["order"])
+    pid = product(rpc)
+    first_priced, repeat_priced = Event(), Event()
+    FakeMarketing.gates[:] = [first_priced, repeat_priced]
+
+    def call():
+        with connect(amqp_uri, timeout=30) as client:
+            return client.order.place_order("mem_1", [{"product_id": pid, "quantity": 1}], ADDRESS,
+                                            {"token": "tok_visa"}, coupon_code="SAVE10",
+                                            idempotency_key="twice-at-once")
+    try:
+        first = eventlet.spawn(call)
+        wait_for(lambda: FakeMarketing.gates == [repeat_priced], what="the first call pricing")
+        repeat = eventlet.spawn(call)
+        wait_for(lambda: not FakeMarketing.gates, what="the repeat pricing")
+        first_priced.send()
+        order = first.wait()
+        rpc.order.cancel_order(order["id"], "member")
+        wait_for(lambda: rpc.marketing.coupon_of(order["id"])["state"] == "released", WAIT,
+                 what="the coupon released")
+        repeat_priced.send()
+        assert repeat.wait()["id"] == order["id"]
+    finally:
+        FakeMarketing.gates.clear()
+    assert db.orders.count_documents({}) == 1
+    assert db.outbox.count_documents({"event_type": "order_placed"}) == 1
+
+
 def test_out_of_stock_is_rejected_and_coupon_released(stack, rpc):
     s = stack()
     db = store_of(s["order"])
