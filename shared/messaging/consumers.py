@@ -6,11 +6,11 @@ RPC replies, events), made safe to stop and watched on the broker's side.
 - `WatchedQueueConsumer` checks, every CONSUMER_CHECK_INTERVAL seconds, each queue it
   consumes. A consumer the broker dropped while kombu still believes in it (seen in
   the cluster soak after quorum-queue leaders moved under a killed or cut-off node:
-  the connection alive, the channel open, no consumer on it) shows as a queue with
-  no consumer at all, or with messages ready while this process received none and
-  had nothing in hand. Found so at two checks in a row, the consuming connection is
-  dropped, so kombu reconnects and declares its consumers anew
-  (`shop_consumer_restarts_total`, alert `ShopConsumerLost`). A queue another replica
+  the connection alive, the channel open, no consumer on it) shows, while this
+  process has nothing in hand, as a queue with no consumer at all, or with messages
+  ready while this process received none. Found so at two checks in a row, the
+  consuming connection is dropped, so kombu reconnects and declares its consumers
+  anew (`shop_consumer_restarts_total`, alert `ShopConsumerLost`). A queue another replica
   still consumes hides a lost consumer from both tests only while that replica
   serves everything, which is when it costs nothing; the reply queue is this
   process's alone, so its check is exact.
@@ -150,7 +150,10 @@ class WatchedQueueConsumer(QueueConsumer):
         """One check of `queue`: `ready` messages and `consumers` on the broker, `received`
         here since the last check. Reconnects (and returns True) at the second check in
         a row that finds the consumer lost."""
-        lost = self.consuming and (consumers == 0 or (ready > 0 and received == 0 and not self.busy()))
+        # Never while something received is in hand: reconnecting hands it back to the broker,
+        # which gives it to another replica while this one still runs it. A consumer that
+        # is really gone receives nothing more, so what is in hand soon ends.
+        lost = self.consuming and not self.busy() and (consumers == 0 or (ready > 0 and received == 0))
         self._suspect[queue] = self._suspect[queue] + 1 if lost else 0
         if self._suspect[queue] < LOST_AFTER_CHECKS:
             return False
