@@ -170,14 +170,14 @@ class WatchedQueueConsumer(QueueConsumer):
             eventlet.sleep(interval)
             queues = sorted({provider.queue.name for provider in list(self._providers)})
             try:
-                counts = self._counts(queues)
+                counts = self.counts(queues)
             except Exception as exc:  # the broker is away: the connection's own errors say so
                 log.debug("consumer_check_unavailable", error=type(exc).__name__)
                 continue
             for queue, (ready, consumers) in counts.items():
                 self.check(queue, ready, consumers, self.received[queue] - seen[queue])
 
-    def _counts(self, queues: list[str]) -> dict[str, tuple[int, int]]:
+    def counts(self, queues: list[str]) -> dict[str, tuple[int, int]]:
         """(ready, consumers) of each queue, by a passive declare on a connection of its own."""
         counts = {}
         with self.connection as connection:

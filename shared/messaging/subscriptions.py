@@ -280,8 +280,7 @@ class EventRouter(SharedExtension, ProviderCollector):
         while True:
             eventlet.sleep(self.settings.consumer_check_interval)
             try:
-                with self.queue_consumer.connection as connection:
-                    _, dead, _ = connection.default_channel.queue_declare(queue, passive=True)
+                dead, _ = self.queue_consumer.counts([queue])[queue]
             except Exception as exc:
                 log.debug("dead_letter_check_unavailable", error=type(exc).__name__)
                 continue
