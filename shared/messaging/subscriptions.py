@@ -45,6 +45,7 @@ from shared.messaging.topology import (
     dead_letter_exchange_name,
     dead_letter_queue_name,
     declare_service,
+    missing_queues,
     service_queue_name,
 )
 from shared.observability import metrics
@@ -293,7 +294,7 @@ class EventRouter(SharedExtension, ProviderCollector):
             eventlet.sleep(self.settings.topology_check_interval)
             try:
                 with self.queue_consumer.connection as connection:
-                    existed = _queue_exists(connection, queue)
+                    existed = not missing_queues(connection, [queue])
                     declare_service(connection, self.service, self.handled, self.settings.delivery_limit)
                 metrics.TOPOLOGY_MISSING.labels(self.service, queue).set(0)
                 if not existed:
@@ -301,22 +302,6 @@ class EventRouter(SharedExtension, ProviderCollector):
                     log.error("own_queue_redeclared", queue=queue)
             except Exception as exc:
                 log.warning("topology_check_failed", error=type(exc).__name__)
-
-
-def _queue_exists(connection, queue: str) -> bool:
-    from amqp.exceptions import NotFound as QueueNotFound
-
-    channel = connection.channel()
-    try:
-        channel.queue_declare(queue, passive=True)
-        return True
-    except QueueNotFound:
-        return False
-    finally:
-        try:
-            channel.close()
-        except Exception:
-            pass
 
 
 class RoutedEntrypoint(Entrypoint, HeaderDecoder):
