@@ -9,12 +9,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from nameko.exceptions import RpcTimeout
+from nameko.exceptions import RpcTimeout, UnknownService
 from nameko.standalone.rpc import ClusterRpcProxy
 
 from shared.config import Settings
 from shared.errors import ServiceTimeout
-from shared.messaging.rpc import RequestProxy
+from shared.messaging.rpc import RequestProxy, no_such_service
 from shared.observability.context import new_correlation_id
 
 
@@ -33,6 +33,8 @@ class _Service:
         def call(*args, **kwargs):
             try:
                 return target(*args, **kwargs)
+            except UnknownService:
+                raise no_such_service(self._name, method) from None
             except RpcTimeout:
                 raise ServiceTimeout(f"{self._name}.{method} did not answer within {self._timeout}s",
                                      {"service": self._name, "method": method,

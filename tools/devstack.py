@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -17,6 +18,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from kombu import Connection
+
+from shared.messaging import topology
 
 
 def free_port() -> int:
@@ -374,6 +377,10 @@ class PrivateRabbit:
                                f"{(result.stderr or result.stdout).strip()[:500]}")
         return result.stdout
 
+    def cluster_status(self) -> dict:
+        """`rabbitmqctl cluster_status` as this node sees it: running_nodes, partitions, ..."""
+        return json.loads(self.ctl("cluster_status", "--formatter", "json"))
+
     def pid(self) -> int | None:
         try:
             return int((self.base / "rabbit.pid").read_text().strip())
@@ -436,13 +443,10 @@ class RabbitCluster:
         return self.uri
 
     def mirror_rpc_queues(self, vhost: str = "/") -> None:
-        """nameko declares its RPC request and reply queues as plain (classic, durable)
-        queues: one lives on the node that declared it, and while that node is down the
-        queue is unavailable everywhere (declares fail with 'home node down'), so RPC to
-        that service stalls. Mirroring them to every node (a policy: nameko's own
-        declarations stay as they are) lets a surviving node take over."""
+        """nameko's classic RPC queues mirrored to every node, as in production
+        (topology.RPC_QUEUE_MIRRORING says why)."""
         self.ctl("set_policy", "-p", vhost, "--apply-to", "queues", "--priority", "1", "rpc-mirrored",
-                  "^rpc[-.]", '{"ha-mode":"all","ha-sync-mode":"automatic"}')
+                 topology.rpc_queues_pattern(), json.dumps(topology.RPC_QUEUE_MIRRORING))
 
     @staticmethod
     def start_nodes(nodes: list[PrivateRabbit], timeout: float = 300) -> None:
@@ -461,6 +465,26 @@ class RabbitCluster:
     def ctl(self, *args: str, timeout: float = PrivateRabbit.CTL_TIMEOUT) -> str:
         return self.running_node().ctl(*args, timeout=timeout)
 
+    def not_whole(self) -> list[str]:
+        """What keeps the cluster from being whole, as every node sees it; [] when it is.
+        Every node is asked: one stranded after a partition heals sees only itself
+        while its peers may already list it as running."""
+        names = sorted(n.nodename for n in self.nodes)
+        wrong = []
+        for node in self.nodes:
+            try:
+                status = node.cluster_status()
+            except Exception as exc:  # a node down, or its rabbitmqctl timing out
+                said = " ".join(str(exc).split())[:300]
+                wrong.append(f"{node.nodename}: status unavailable ({type(exc).__name__}: {said})")
+                continue
+            missing = sorted(set(names) - set(status["running_nodes"]))
+            if missing:
+                wrong.append(f"{node.nodename} sees not running: {', '.join(missing)}")
+            if status.get("partitions"):
+                wrong.append(f"{node.nodename} sees partitions: {status['partitions']}")
+        return wrong
+
     def node_named(self, nodename: str) -> PrivateRabbit:
         return next(n for n in self.nodes if n.nodename == nodename)
 
@@ -468,8 +492,6 @@ class RabbitCluster:
         """Quorum queues → {"leader": node name, "members": [node names], "messages": n}."""
         out = self.ctl("list_queues", "-q", "-p", vhost, "name", "type", "leader", "members",
                        "messages", "--formatter", "json")
-        import json
-
         return {row["name"]: {"leader": row.get("leader"), "members": row.get("members") or [],
                               "messages": row.get("messages") or 0}
                 for row in json.loads(out or "[]") if row.get("type") == "quorum"}

@@ -314,7 +314,7 @@ def permissions(service: str) -> dict[str, str]:
 
 
 def rabbitmq_access(service: str) -> list[dict]:
-    """The service's broker user, its permissions and its event-queue policy."""
+    """The service's broker user, its permissions and its queue policies."""
     ref = {"name": RABBIT}
     return [
         {"apiVersion": "rabbitmq.com/v1beta1", "kind": "User",
@@ -342,6 +342,19 @@ def rabbitmq_access(service: str) -> list[dict]:
                  "dead-letter-strategy": "at-least-once",
                  "overflow": "reject-publish",
              },
+             "rabbitmqClusterReference": ref,
+         }},
+        {"apiVersion": "rabbitmq.com/v1beta1", "kind": "Policy",
+         "metadata": {"name": f"rpc-{service}", "labels": labels(service)},
+         "spec": {
+             "name": f"rpc-{service}",
+             "vhost": VHOST,
+             # nameko's classic RPC request and reply queues on every broker node, so a
+             # node's loss does not stall RPC (topology.RPC_QUEUE_MIRRORING says why).
+             "pattern": topology.rpc_queues_pattern(service),
+             "applyTo": "queues",
+             "priority": 10,
+             "definition": topology.RPC_QUEUE_MIRRORING,
              "rabbitmqClusterReference": ref,
          }},
     ]

@@ -23,12 +23,13 @@ from nameko.constants import (
     NON_PERSISTENT,
     SERIALIZER_CONFIG_KEY,
 )
+from nameko.exceptions import UnknownService
 from nameko.extensions import DependencyProvider
 from nameko.rpc import MethodProxy, ReplyListener, Responder, RpcConsumer, get_rpc_exchange
 from nameko.rpc import Rpc as NamekoRpc
 
 from shared.config import settings_of
-from shared.errors import EXPECTED_ERRORS, ServiceTimeout
+from shared.errors import EXPECTED_ERRORS, ServiceTimeout, ServiceUnavailable
 from shared.messaging import idempotency
 from shared.messaging.consumers import WatchedQueueConsumer
 from shared.observability import metrics
@@ -42,19 +43,26 @@ log = get_logger(__name__)
 # A call's messages are worth no disk write. A request lost with the broker, or a reply
 # lost on the way back, makes the caller time out and repeat the call, with its request
 # id when it writes (idempotency.py), which answers with the first result. Waiting for
-# the broker to fsync a persistent request, and for a confirm of every reply, is what
-# made a bare call cost ~38 ms here (bench/README.md, "Unit costs").
+# the broker to fsync a persistent request is what made a bare call cost ~38 ms here
+# (bench/README.md, "Unit costs").
 class RequestPublisher(Publisher):
-    """Requests: still confirmed, since the confirm is how `mandatory` tells a call to a
+    """Requests: confirmed, since the confirm is how `mandatory` tells a call to a
     service that has no queue (nameko's UnknownService); not persistent."""
 
     delivery_mode = NON_PERSISTENT
 
 
 class ReplyPublisher(Publisher):
-    """Replies go to the caller's own auto-delete queue: neither persistent nor confirmed."""
+    """Replies go to the caller's own reply queue (it expires unused): not persistent,
+    but confirmed. Replies leave on a pooled connection that nothing reads between two
+    replies, so one the broker has dropped (its node paused by a partition, restarted,
+    or the connection closed) goes unnoticed: an unconfirmed reply written into it is
+    lost and its caller waits out its timeout (the cluster partition test saw it after
+    every heal). Waiting for the confirm reads the connection, finds it dead, and kombu
+    reconnects and sends the reply again; the wait is bounded, so a connection that
+    is silently cut off (no reset, packets dropped) is given up the same way. A reply
+    sent twice is harmless: the caller takes the first for its correlation id."""
 
-    use_confirms = False
     delivery_mode = NON_PERSISTENT
 
 
@@ -62,8 +70,19 @@ class RequestProxy(MethodProxy):
     publisher_cls = RequestPublisher
 
 
+def no_such_service(target: str, method: str) -> ServiceUnavailable:
+    """What a call to a service with no queue raises, typed (nameko's UnknownService, from
+    the request's confirm: unroutable with `mandatory`), so it crosses RPC as itself."""
+    return ServiceUnavailable(f"{target}.{method}: no {target} service is running",
+                              {"service": target, "method": method})
+
+
 class ShopResponder(Responder):
-    publisher_cls = ReplyPublisher
+    def __init__(self, *args, confirm_timeout: float, **kwargs):
+        super().__init__(*args, **kwargs)
+        # nameko builds the publisher from (amqp_uri, ssl, login_method) alone; the
+        # confirm's bound rides along as a publish argument
+        self.publisher_cls = functools.partial(ReplyPublisher, confirm_timeout=confirm_timeout)
 
 
 class RpcQueueConsumer(WatchedQueueConsumer):
@@ -83,7 +102,8 @@ class ShopRpcConsumer(RpcConsumer):
         responder = ShopResponder(config[AMQP_URI_CONFIG_KEY], get_rpc_exchange(config),
                                   config.get(SERIALIZER_CONFIG_KEY, DEFAULT_SERIALIZER), message,
                                   ssl=config.get(AMQP_SSL_CONFIG_KEY),
-                                  login_method=config.get(LOGIN_METHOD_CONFIG_KEY))
+                                  login_method=config.get(LOGIN_METHOD_CONFIG_KEY),
+                                  confirm_timeout=settings_of(self.container).confirm_timeout)
         result, exc_info = responder.send_response(result, exc_info)
         self.queue_consumer.ack_message(message)
         return result, exc_info
@@ -190,7 +210,11 @@ class ServiceClient:
         def call(*args, **kwargs):
             proxy = RequestProxy(self._worker_ctx, self._target, method, self._listener,
                                  expiration=self._timeout)
-            reply = proxy.call_async(*args, **kwargs)
+            try:
+                reply = proxy.call_async(*args, **kwargs)
+            except UnknownService:
+                metrics.RPC_CLIENT_CALLS.labels(self._caller, self._target, method, "unavailable").inc()
+                raise no_such_service(self._target, method) from None
             try:
                 with eventlet.Timeout(self._timeout):
                     result = reply.result()

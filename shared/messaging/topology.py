@@ -3,13 +3,15 @@
 One durable quorum queue per consuming service (`evt--<service>`), bound to
 every event type the service handles on each source's nameko event exchange
 (`<source>.events`, topic), with a delivery limit and a dead-letter exchange
-that routes to `evt--<service>.dlq`. RPC queues are nameko's own (classic).
+that routes to `evt--<service>.dlq`. RPC queues are nameko's own (classic,
+mirrored to every node by a policy: RPC_QUEUE_MIRRORING).
 
 Each service declares only what it owns (least privilege: its broker user
 may touch nothing else, deploy/k8s); a producer never declares its
 consumers' queues, it checks them passively (`missing_queues`)."""
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from amqp.exceptions import ChannelError, PreconditionFailed
@@ -26,6 +28,25 @@ log = get_logger(__name__)
 # backstop (the application counts real handler failures); the Kubernetes
 # queue policies and ConfigMap carry the same value (deploy/tools/generate.py).
 DEFAULT_DELIVERY_LIMIT = 50
+
+# nameko declares `rpc-<service>` and each caller's `rpc.reply-<service>-<uuid>` as
+# classic durable queues, which live on one broker node: while that node is down such a
+# queue is unavailable everywhere (declares and consumes fail with "home node down"), so
+# RPC to the service, or a caller's replies, stall until it is back. A policy mirrors
+# them to every node so a survivor takes over. The messages stay non-persistent
+# (shared/messaging/rpc.py): a lost request or reply times out and is repeated with its
+# request id, so a quorum queue's disk writes would buy nothing. Classic mirroring is
+# deprecated and gone in RabbitMQ 4.0; moving there means declaring these queues as
+# quorum queues instead. The same policy runs in the test clusters (tools/devstack.py)
+# and in the Kubernetes manifests (deploy/tools/generate.py).
+RPC_QUEUE_MIRRORING = {"ha-mode": "all", "ha-sync-mode": "automatic"}
+
+
+def rpc_queues_pattern(service: str | None = None) -> str:
+    """The policy pattern of one service's RPC request and reply queues (any service's
+    when None); never an event queue."""
+    name = re.escape(service) if service else r"[^.]+"
+    return rf"^rpc(-{name}|\.reply-{name}-[0-9a-f-]+)$"
 
 
 def event_exchange(source: str) -> Exchange:

@@ -75,7 +75,7 @@ OUTBOX_SWEPT = Counter(
     ["service"], registry=REGISTRY)
 
 RPC_CLIENT_CALLS = Counter(
-    "shop_rpc_client_calls_total", "Outgoing RPC calls, by outcome (ok, error, timeout).",
+    "shop_rpc_client_calls_total", "Outgoing RPC calls, by outcome (ok, error, timeout, unavailable).",
     ["service", "target", "method", "outcome"], registry=REGISTRY)
 
 AUTH_REFUSED = Counter(

@@ -6,7 +6,7 @@ import pytest
 import requests
 from pymongo import MongoClient
 
-from shared.errors import NotFound, ServiceTimeout, ValidationFailed
+from shared.errors import NotFound, ServiceTimeout, ServiceUnavailable, ValidationFailed
 from shared.storage.store import Tx
 from tests.chassis.example import ExampleAnalytics, ExampleInventory
 from tools import devstack
@@ -133,6 +133,32 @@ def test_an_rpc_call_to_a_stopped_service_fails_with_a_timeout(start_service, rp
     with pytest.raises(ServiceTimeout) as info:
         rpc.catalog.ask_analytics()
     assert info.value.details["service"] == "analytics"
+
+
+def test_an_rpc_call_to_a_service_that_never_ran_fails_typed_at_once(start_service, settings_for,
+                                                                      base_amqp_uri):
+    """No queue at all (the service was never deployed on this virtual host: a fresh one,
+    since a stopped service's queue stays): the request's confirm says it was unroutable,
+    and the caller gets a typed ServiceUnavailable naming the service, through another
+    service as well as from the standalone client."""
+    from tools import devstack
+    from tools.client import connect
+
+    vhost = f"shop-test-{uuid.uuid4().hex[:10]}"
+    devstack.create_vhost(vhost)
+    uri = devstack.with_vhost(base_amqp_uri, vhost)
+    try:
+        catalog = start_service(ExampleInventory, settings=settings_for("catalog", amqp_uri=uri))
+        with connect(uri, timeout=15) as client:
+            with pytest.raises(ServiceUnavailable) as direct:
+                client.analytics.echo_correlation()
+            assert direct.value.details == {"service": "analytics", "method": "echo_correlation"}
+            with pytest.raises(ServiceUnavailable) as through:
+                client.catalog.ask_analytics()
+            assert through.value.details["service"] == "analytics"
+        catalog.stop()
+    finally:
+        devstack.delete_vhost(vhost)
 
 
 def test_the_correlation_id_follows_rpc_calls_and_events(start_service, amqp_uri, capsys):

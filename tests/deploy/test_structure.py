@@ -205,26 +205,32 @@ def test_keda_scales_on_the_queues_each_service_consumes(rendered):
             assert host.endswith("/" + configmap["data"]["AMQP_VHOST"])
 
 
-def evt_policies(docs):
+def queue_policies(docs):
     return [p for p in of_kind(docs, "Policy") if p["spec"]["applyTo"] in ("queues", "all", "quorum_queues")]
 
 
-def test_queue_policies_cover_event_queues_and_never_rpc_queues(rendered):
+def matching(policies, queue: str) -> list[dict]:
+    return [p for p in policies if re.search(p["spec"]["pattern"], queue)]
+
+
+REPLY_UUID = "0b2c6f9e-4a5d-4f3e-9f55-5e2d1c1d2e3f"
+
+
+def test_event_queue_policies_carry_the_chassis_arguments_and_never_touch_rpc_queues(rendered):
     docs = rendered["prod"]
-    policies = evt_policies(docs)
+    policies = queue_policies(docs)
     configmap = next(d for d in of_kind(docs, "ConfigMap")
                      if d["metadata"]["name"].startswith("shop-config"))
     # One value for the services' setting, the queues' argument and the policies.
     limit = int(configmap["data"]["EVENT_DELIVERY_LIMIT"])
     assert limit == topology.DEFAULT_DELIVERY_LIMIT
-    samples_classic = [RPC_QUEUE_TEMPLATE.format(s) for s in SERVICES] + \
-        [RPC_REPLY_QUEUE_TEMPLATE.format(s, "0b2c6f9e-4a5d-4f3e-9f55-5e2d1c1d2e3f") for s in SERVICES] + \
-        ["rpc.reply-standalone_rpc_proxy-0b2c6f9e"]
-    for queue in samples_classic:
-        assert not any(re.search(p["spec"]["pattern"], queue) for p in policies), queue
+    rpc_queues = [RPC_QUEUE_TEMPLATE.format(s) for s in SERVICES] + \
+        [RPC_REPLY_QUEUE_TEMPLATE.format(s, REPLY_UUID) for s in SERVICES]
+    for queue in rpc_queues:
+        assert not any("delivery-limit" in p["spec"]["definition"] for p in matching(policies, queue)), queue
     for service in topology.consuming_services():
         queue = topology.service_queue_name(service)
-        hits = [p for p in policies if re.search(p["spec"]["pattern"], queue)]
+        hits = matching(policies, queue)
         assert len(hits) == 1, queue
         definition = hits[0]["spec"]["definition"]
         args = topology.service_queue(service, [], limit).queue_arguments
@@ -233,9 +239,32 @@ def test_queue_policies_cover_event_queues_and_never_rpc_queues(rendered):
         assert definition["dead-letter-strategy"] == args["x-dead-letter-strategy"]
         assert definition["overflow"] == args["x-overflow"]
         assert definition["delivery-limit"] == args["x-delivery-limit"]
-        # ...and they must not hit the dead-letter queue itself.
-        assert not re.search(hits[0]["spec"]["pattern"], topology.dead_letter_queue_name(service))
+        # ...and no policy touches the dead-letter queue itself.
+        assert not matching(policies, topology.dead_letter_queue_name(service))
     assert limit == definition["delivery-limit"]
+
+
+def test_rpc_queues_are_mirrored_to_every_broker_node_by_their_own_service_policy(rendered):
+    """As in the test clusters that kill broker nodes under RPC load (tests/cluster):
+    a classic RPC queue whose node is down would stall every call to the service."""
+    docs = rendered["prod"]
+    policies = queue_policies(docs)
+    for service in SERVICES:
+        requests = RPC_QUEUE_TEMPLATE.format(service)
+        replies = RPC_REPLY_QUEUE_TEMPLATE.format(service, REPLY_UUID)
+        for queue in (requests, replies):
+            hits = matching(policies, queue)
+            assert [p["metadata"]["name"] for p in hits] == [f"rpc-{service}"], queue
+            assert hits[0]["spec"]["definition"] == topology.RPC_QUEUE_MIRRORING
+            assert hits[0]["metadata"]["labels"]["app.kubernetes.io/name"] == service
+    mirroring = [p for p in policies if "ha-mode" in p["spec"]["definition"]]
+    for service in topology.consuming_services():
+        assert not matching(mirroring, topology.service_queue_name(service))
+    assert not matching(mirroring, RPC_REPLY_QUEUE_TEMPLATE.format("standalone_rpc_proxy", "0b2c6f9e"))
+    # Classic mirroring is gone in RabbitMQ 4.0 (topology.RPC_QUEUE_MIRRORING): an upgrade
+    # of the broker image must move the RPC queues to quorum queues first.
+    image = next(d for d in of_kind(docs, "RabbitmqCluster"))["spec"]["image"]
+    assert int(image.split(":")[1].split(".")[0]) < 4, image
 
 
 def test_broker_permissions_are_least_privilege(rendered):
@@ -343,6 +372,9 @@ def test_engines_have_resources_disruption_budgets_and_their_service_account(ren
     template = rabbit["spec"]["override"]["statefulSet"]["spec"]["template"]
     spread = template["spec"]["topologySpreadConstraints"]
     assert spread[0]["topologyKey"] == "topology.kubernetes.io/zone"
+    # the probe that restarts a node stranded after a partition (tests/cluster/test_liveness.py)
+    broker = {c["name"]: c for c in template["spec"]["containers"]}["rabbitmq"]
+    assert broker["livenessProbe"]["exec"]["command"][:2] == ["rabbitmqctl", "eval"]
     # The operator runs mongod pods as this account of the resource's own namespace.
     assert "mongodb-database" in by_name(docs, "ServiceAccount")
     role = by_name(docs, "Role")["mongodb-database"]
@@ -365,6 +397,7 @@ def test_alerts_cover_the_issue_list(rendered):
               "ShopQueueNoConsumers": "rabbitmq_queue_consumers",
               "ShopLowStockProducts": "shop_low_stock_products",
               "ShopBrokerNodeCutOff": "erlang_vm_dist_node_state",
+              "ShopBrokerNodeRestartedByLiveness": "kube_pod_container_status_restarts_total",
               "ShopConsumerLost": "shop_consumer_restarts_total"}
     for alert, metric in needed.items():
         assert metric in alerts[alert] or any(metric in r.get("expr", "") for r in rules), alert
