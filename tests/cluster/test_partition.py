@@ -7,6 +7,11 @@ off from all the others by taking its link down, then healed.
   itself in the minority and pauses; the two others keep every quorum queue's
   majority, elect new leaders and serve; on healing the paused node rejoins by
   itself. `net_ticktime = 10` so peers notice within about 15 s (default 60 s).
+  A node can come back stranded instead (its broker runs, its Mnesia sees only
+  itself and never re-merges), or hung in the boot pause_minority starts on the
+  heal (Erlang's `global` hangs; the node is connected, never listens): the pods'
+  liveness probe restarts it, and so does `liveness.py` here, with the
+  manifest's probe (test_liveness.py).
 - MongoDB: a cut primary cannot see a majority and steps down, the others elect
   a new one within the election timeout (2 s); on healing the old primary
   rejoins as a secondary and rolls back whatever was not majority-committed
@@ -17,7 +22,6 @@ The soak (RUNSLOW=1) runs here too: only this cluster can be partitioned.
 Skipped without root or `ip`."""
 from __future__ import annotations
 
-import json
 import os
 import random
 import time
@@ -41,6 +45,7 @@ from tests.chaos.harness import (
     reconcile,
     seed,
 )
+from tests.cluster.liveness import Liveness, Probe
 from tests.cluster.network import Network
 from tests.cluster.test_failover import settle
 from tools import devstack
@@ -75,6 +80,16 @@ def cluster(network, tmp_path_factory):
     infra.stop()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def liveness(cluster):
+    """The kubelet's part: the broker pods' liveness probe, which restarts a node
+    left stranded in a minority view after a heal (liveness.py)."""
+    probe = Liveness(cluster.rabbit).start()
+    yield probe
+    probe.stop()
+    log(f"liveness restarts: {probe.restarts or 'none'}")
+
+
 @pytest.fixture(scope="module")
 def shop(cluster, tmp_path_factory):
     shop = Shop.start(cluster, tmp_path_factory.mktemp("partition-logs"), env=PARTITION_ENV, replicas=2)
@@ -93,7 +108,7 @@ def quietly(check):
 
 def cluster_status(cluster) -> dict:
     """`rabbitmqctl cluster_status` from a reachable node: running_nodes, partitions, ..."""
-    return json.loads(cluster.rabbit.ctl("cluster_status", "--formatter", "json"))
+    return cluster.rabbit.running_node().cluster_status()
 
 
 def running_nodes(cluster) -> list[str]:
@@ -107,21 +122,24 @@ def replica_states(shop) -> dict[str, str]:
 
 def not_whole(shop, cluster) -> list[str]:
     """What keeps the cluster and the replica set from being whole; [] when they are."""
-    status = cluster_status(cluster)
-    wrong = []
-    missing = sorted(set(n.nodename for n in cluster.rabbit.nodes) - set(status["running_nodes"]))
-    if missing:
-        wrong.append(f"broker nodes not running: {', '.join(missing)}")
-    if status.get("partitions"):
-        wrong.append(f"partitions: {status['partitions']}")
+    wrong = cluster.rabbit.not_whole()
     states = replica_states(shop)
     if sorted(states.values()) != ["PRIMARY", "SECONDARY", "SECONDARY"]:
         wrong.append(f"replica set: {states}")
     return wrong
 
 
-def wait_whole(shop, cluster, timeout: float = 300) -> None:
+def heal_timeout(probe: Probe) -> float:
+    """How long a healed cluster may take to be whole: pause_minority's own recovery
+    takes seconds, but a node can come back stranded or hung in its boot, and then
+    waits for the liveness probe's restart (period x threshold, then a boot); room
+    for two of those, as a restarted node's boot can hang once more."""
+    return 60 + 2 * (probe.period * probe.failure_threshold + 60)
+
+
+def wait_whole(shop, cluster) -> None:
     """Wait for the cluster and the replica set to be whole; on a timeout, say what was not."""
+    timeout = heal_timeout(Probe.from_manifest())
     seen: list[str] = []
 
     def check():
@@ -253,7 +271,7 @@ def inject(fault: str, rng: random.Random, shop, cluster, network) -> str:
 
 
 @pytest.mark.slow
-def test_soak_matrix(shop, cluster, network):
+def test_soak_matrix(shop, cluster, network, liveness):
     """Soak: SOAK_ORDERS orders (default 10,000) in rounds of SOAK_ROUND (500),
     each on a world of its own, while the faults of the matrix run one after the
     other: a broker node or the mongod primary killed with SIGKILL, a random
@@ -286,5 +304,6 @@ def test_soak_matrix(shop, cluster, network):
         report = reconcile(shop, world, stream, before, f"soak round {number}")
         settle(report, stream)
         reports.append(report)
-    log(f"soak: {total} orders, faults {dict(faults)}, {time.monotonic() - started:.0f}s")
+    log(f"soak: {total} orders, faults {dict(faults)}, {time.monotonic() - started:.0f}s, "
+        f"liveness restarts {liveness.restarts or 'none'}")
     REPORTS.append(Report.total(f"soak {total} orders ({len(reports)} rounds)", reports))
