@@ -10,7 +10,10 @@ RPC replies, events), made safe to stop and watched on the broker's side.
   process has nothing in hand, as a queue with no consumer at all, or with messages
   ready while this process received none. Found so at two checks in a row, the
   consuming connection is dropped, so kombu reconnects and declares its consumers
-  anew (`shop_consumer_restarts_total`, alert `ShopConsumerLost`). A queue another replica
+  anew (`shop_consumer_restarts_total`, alert `ShopConsumerLost`). The same test finds
+  a consumer RabbitMQ re-attached, without a cancel, to an event queue deleted and
+  re-created at once by another replica: it holds up to its prefetch and delivers
+  nothing, so what comes beyond waits as ready. A queue another replica
   still consumes hides a lost consumer from both tests only while that replica
   serves everything, which is when it costs nothing; the reply queue is this
   process's alone, so its check is exact.

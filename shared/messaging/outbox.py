@@ -17,8 +17,8 @@ OUTBOX_MAX_ATTEMPTS failed publishes (visible in metrics and in
   failing never starve newer ones.
 - Before a window goes out, the queues of every consumer of its events are
   checked (`routing.ConsumerQueues`): `mandatory` only proves that some queue
-  matched, so an event whose consumer lost its queue is held, not published
-  (or the queue is re-declared where this process may declare it)."""
+  matched, so an event whose consumer lost its queue is held, not published,
+  until that consumer re-declares it."""
 from __future__ import annotations
 
 import time

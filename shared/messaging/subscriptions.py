@@ -17,7 +17,10 @@ worker. Outcomes:
 
 The service's queue and bindings are declared at start-up and re-declared
 every TOPOLOGY_CHECK_INTERVAL seconds (idempotent), which repairs a deleted
-queue or binding; the gauge `shop_topology_repairs_total` counts repairs.
+queue or binding; the counter `shop_topology_repairs_total` counts repairs. A
+queue found deleted is re-created by the router's own consumer reconnecting
+(kombu declares its queue and bindings), never under the old channel (routing.py
+says why).
 
 The router's queue consumer is watched (`consumers.py`): one the broker dropped
 is found and reconnected; the router's batch buffer counts as "in hand"."""
@@ -294,14 +297,24 @@ class EventRouter(SharedExtension, ProviderCollector):
             eventlet.sleep(self.settings.topology_check_interval)
             try:
                 with self.queue_consumer.connection as connection:
-                    existed = not missing_queues(connection, [queue])
+                    if missing_queues(connection, [queue]):
+                        self._recreate_by_reconnecting(queue)
                     declare_service(connection, self.service, self.handled, self.settings.delivery_limit)
                 metrics.TOPOLOGY_MISSING.labels(self.service, queue).set(0)
-                if not existed:
-                    metrics.TOPOLOGY_REPAIRS.labels(self.service, queue).inc()
-                    log.error("own_queue_redeclared", queue=queue)
             except Exception as exc:
                 log.warning("topology_check_failed", error=type(exc).__name__)
+
+    def _recreate_by_reconnecting(self, queue: str) -> None:
+        """Our queue is gone: drop the consuming connection and let the consumer's
+        reconnect declare the queue (with its bindings). Declaring it under the old
+        channel could leave that channel consuming the new queue without delivering."""
+        metrics.TOPOLOGY_MISSING.labels(self.service, queue).set(1)
+        metrics.TOPOLOGY_REPAIRS.labels(self.service, queue).inc()
+        log.error("own_queue_missing", queue=queue)
+        self.queue_consumer.reconnect()
+        with eventlet.Timeout(self.settings.topology_check_interval, False):
+            while not self.queue_consumer.consuming:
+                eventlet.sleep(0.05)
 
 
 class RoutedEntrypoint(Entrypoint, HeaderDecoder):

@@ -179,8 +179,7 @@ class Store(DependencyProvider):
         self.lease_seconds = settings.outbox_sweep_grace
         self.client = connect(settings.mongo_uri)
         self.db = self.client[settings.database]
-        routing = ConsumerQueues(self.service, may_declare=settings.topology_declare_all,
-                                 delivery_limit=settings.delivery_limit)
+        routing = ConsumerQueues(self.service)
         self.relay = outbox.OutboxRelay(
             self.db, self.service, settings.amqp_uri, routing=routing,
             window=settings.outbox_window, max_attempts=settings.outbox_max_attempts,

@@ -3,10 +3,12 @@ counted failures, dead letters with a reason, multi-step handlers, unknown
 commit results, relays sharing an outbox, parked rows, a deleted consumer
 queue, batches and idempotent RPC writes."""
 import uuid
+from contextlib import suppress
 from datetime import timedelta
 
 import eventlet
 import pytest
+from amqp.exceptions import ChannelError
 from kombu import Connection, Exchange, Queue
 from pymongo import MongoClient
 from pymongo.client_session import ClientSession
@@ -19,7 +21,12 @@ from shared.messaging import outbox
 from shared.messaging.failures import failures_of
 from shared.messaging.outbox import OutboxRelay
 from shared.messaging.routing import ConsumerQueues
-from shared.messaging.topology import event_exchange
+from shared.messaging.topology import (
+    consumers_of_source,
+    declare_service,
+    declare_suite,
+    event_exchange,
+)
 from shared.storage.store import Tx
 from tests.chassis.example import ExampleAnalytics, ExampleInventory
 from tests.chassis.test_chassis_integration import order_placed
@@ -430,9 +437,13 @@ def _commit_rows(db, count, event_type="stock_adjusted", lease_seconds=0.0):
 
 @pytest.fixture
 def catalog_events(amqp_uri):
-    """A queue that receives every catalog stock_adjusted event: what was published."""
+    """A queue that receives every catalog stock_adjusted event: what was published. The
+    queues of the event's consumers exist (a relay holds what they would miss), and go
+    with the test, so no later test starts on a backlog."""
     name = f"probe-{uuid.uuid4().hex[:8]}"
+    consumers = consumers_of_source("catalog")
     with Connection(amqp_uri) as conn:
+        declare_suite(conn, consumers)
         queue = Queue(name, exchange=event_exchange("catalog"), routing_key="stock_adjusted",
                       durable=False, auto_delete=False)
         queue(conn.default_channel).declare()
@@ -447,13 +458,14 @@ def catalog_events(amqp_uri):
 
     yield received
     with Connection(amqp_uri) as conn:
-        conn.default_channel.queue_delete(name)
+        for queue_name in [name, *(f"evt--{consumer}" for consumer in consumers)]:
+            conn.default_channel.queue_delete(queue_name)
 
 
 def test_two_relays_on_one_outbox_publish_each_row_once(mongo_uri, amqp_uri, catalog_events):
     db = MongoClient(mongo_uri, w="majority", tz_aware=True)[f"relays_{uuid.uuid4().hex[:6]}"]
     db.outbox.create_indexes(outbox.INDEXES)
-    routing = ConsumerQueues("catalog", may_declare=True, delivery_limit=50)
+    routing = ConsumerQueues("catalog")
     relays = [OutboxRelay(db, "catalog", amqp_uri, routing=routing, window=50) for _ in range(2)]
     ids = _commit_rows(db, 120)
     import eventlet
@@ -481,7 +493,7 @@ def test_a_relay_publishing_while_its_own_sweep_runs_fails_no_window(mongo_uri, 
     db = MongoClient(mongo_uri, w="majority", tz_aware=True)[f"shared_{uuid.uuid4().hex[:6]}"]
     db.outbox.create_indexes(outbox.INDEXES)
     relay = OutboxRelay(db, "catalog", amqp_uri, window=20,
-                        routing=ConsumerQueues("catalog", may_declare=True, delivery_limit=50))
+                        routing=ConsumerQueues("catalog"))
     swept = _commit_rows(db, 200)  # pending rows, due now: the sweep's
     fresh = _commit_rows(db, 200, lease_seconds=60)  # the relay thread's, leased to it
     relay.submit(db.outbox.find_one({"_id": event_id})["envelope"] for event_id in fresh)
@@ -512,7 +524,7 @@ def test_parked_and_failing_rows_do_not_starve_a_fresh_one(mongo_uri, amqp_uri, 
                           {"$set": {"attempts": 4, "next_attempt_at": now + timedelta(minutes=5)}})
     fresh = _commit_rows(db, 1)
     relay = OutboxRelay(db, "catalog", amqp_uri,
-                        routing=ConsumerQueues("catalog", may_declare=True, delivery_limit=50))
+                        routing=ConsumerQueues("catalog"))
     assert relay.sweep() == 1
     assert wait_for(catalog_events, what="the fresh row published") == fresh
     assert outbox.list_rows(db, "parked", limit=1000).__len__() == 500
@@ -537,6 +549,42 @@ def test_a_deleted_consumer_queue_is_repaired_and_loses_nothing(start_service, r
     wait_for(lambda: seen.count_documents({"product_id": product}) == 6, timeout=45,
              what="every event reached the consumer whose queue was deleted")
     assert store_of(inventory).outbox.count_documents({"pending": True}) == 0
+
+
+def test_a_queue_recreated_at_once_under_its_live_consumer_is_consumed_again(start_service, amqp_uri):
+    """A sibling replica's check (or anything) re-creates a deleted queue within moments:
+    RabbitMQ may then send the live consumer no cancel and attach its old channel to the
+    new queue, where it holds up to its prefetch and delivers nothing. The messages
+    beyond the prefetch wait as ready while this process receives none, which the
+    consumer check reads as a lost consumer: it reconnects and everything arrives."""
+    analytics = start_service(ExampleAnalytics, consumer_check_interval=0.5, topology_check_interval=3600)
+    seen = store_of(analytics).seen
+    product = uid()
+
+    def publish(count: int) -> None:
+        data = dict(spec_for("catalog", "stock_adjusted").example, product_id=product)
+        with Connection(amqp_uri) as conn:
+            producer = conn.Producer()
+            for _ in range(count):
+                envelope = make_envelope("catalog", "stock_adjusted", data)
+                producer.publish(envelope, exchange=event_exchange("catalog"), routing_key="stock_adjusted",
+                                 serializer="json", mandatory=True)
+
+    publish(1)
+    wait_for(lambda: seen.count_documents({"product_id": product}) == 1, what="the first event")
+    def sibling_declares() -> bool:
+        with suppress(ChannelError):  # the delete not yet done: the bind finds no queue
+            declare_service(sibling, "analytics")
+            return True
+        return False
+
+    with Connection(amqp_uri) as conn, Connection(amqp_uri) as sibling:
+        conn.default_channel.queue_delete("evt--analytics", nowait=True)
+        wait_for(sibling_declares, what="the queue re-created with its bindings")
+    prefetch = _router_of(analytics).prefetch
+    publish(prefetch + 50)
+    wait_for(lambda: seen.count_documents({"product_id": product}) == prefetch + 51, timeout=30,
+             what="every event published after the re-creation")
 
 
 def test_a_batch_handler_applies_each_event_once_and_isolates_a_poison_event(start_service, amqp_uri):
