@@ -29,6 +29,7 @@ from shared.messaging.topology import (
 )
 from shared.storage.store import Tx
 from tests.chassis.example import ExampleAnalytics, ExampleInventory
+from tests.chassis.forgetting_proxy import ForgettingProxy
 from tests.chassis.test_chassis_integration import order_placed
 from tools.admin import dead_letter_depth, list_dead_letters, replay_dead_letters
 from tools.testing import make_envelope, publish_event, store_of, wait_for
@@ -145,69 +146,16 @@ def test_an_rpc_consumer_the_broker_silently_dropped_is_found_and_reconnected(st
     assert rpc.catalog.get_stock(product)["on_hand"] == 3
 
 
-class ForgettingProxy:
-    """A TCP proxy in front of the broker that can make the broker forget connections
-    without telling their clients, as a node does that a partition paused and restarted
-    while its resets could not reach them: such a connection still looks open, the
-    client's next write is taken and answered with a reset, and what it carried is lost."""
+@pytest.fixture
+def forgetting_proxy(amqp_uri):
+    """A ForgettingProxy in front of the test broker. Ask for it before start_service:
+    the proxy then outlives the services whose connections it carries, and they stop
+    on live connections."""
+    from urllib.parse import urlparse
 
-    def __init__(self, upstream_port: int):
-        import eventlet
-
-        self.upstream_port = upstream_port
-        self.listener = eventlet.listen(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.forgotten: set[int] = set()  # client ports whose connection the broker forgot
-        self.pipes: dict[int, tuple] = {}
-        self._server = eventlet.spawn(self._serve)
-
-    def _serve(self):
-        import eventlet
-
-        while True:
-            client, (_, port) = self.listener.accept()
-            upstream = eventlet.connect(("127.0.0.1", self.upstream_port))
-            self.pipes[port] = (client, upstream)
-            eventlet.spawn(self._pump, port, client, upstream, from_client=True)
-            eventlet.spawn(self._pump, port, upstream, client, from_client=False)
-
-    def _pump(self, port, source, target, from_client):
-        import socket
-        import struct
-
-        try:
-            while True:
-                data = source.recv(65536)
-                if not data:
-                    break
-                if port in self.forgotten:
-                    if from_client:  # the broker's kernel answers with a reset, the data is gone
-                        source.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                        source.close()
-                    break
-                target.sendall(data)
-        except (OSError, EOFError):  # eventlet raises EOFError on a socket closed under recv
-            pass
-        finally:
-            if port not in self.forgotten:
-                for sock in (source, target):
-                    try:
-                        sock.close()
-                    except OSError:
-                        pass
-
-    def forget(self, ports: set[int]) -> set[int]:
-        """The broker forgets these client connections: their upstream goes, the client
-        hears nothing. Returns the ports this proxy carried."""
-        carried = ports & set(self.pipes)
-        self.forgotten |= carried
-        for port in carried:
-            self.pipes[port][1].close()
-        return carried
-
-    def close(self):
-        self._server.kill()
-        self.listener.close()
+    proxy = ForgettingProxy(urlparse(amqp_uri).port or 5672)
+    yield proxy
+    proxy.close()
 
 
 def _pooled_connection_ports() -> set[int]:
@@ -225,7 +173,7 @@ def _pooled_connection_ports() -> set[int]:
 
 
 def test_a_reply_on_a_connection_the_broker_forgot_still_reaches_its_caller(amqp_uri, settings_for,
-                                                                           start_service):
+                                                                           forgetting_proxy, start_service):
     """Replies leave on a pooled connection that nothing reads between two replies: one
     the broker has forgotten (a node paused by a partition and restarted) still looks
     open. An unconfirmed reply written into it was lost and its caller waited out its
@@ -237,21 +185,17 @@ def test_a_reply_on_a_connection_the_broker_forgot_still_reaches_its_caller(amqp
 
     from tools.client import connect
 
-    broker = urlparse(amqp_uri)
-    proxy = ForgettingProxy(broker.port or 5672)
-    proxied = amqp_uri.replace(f":{broker.port or 5672}/", f":{proxy.port}/")
+    port = urlparse(amqp_uri).port or 5672
+    proxied = amqp_uri.replace(f":{port}/", f":{forgetting_proxy.port}/")
     kombu.pools.reset()  # this process's pools: only the service's own connections from here
-    try:
-        start_service(ExampleInventory, settings=settings_for("catalog", amqp_uri=proxied))
-        product = uid()
-        with connect(amqp_uri, timeout=5) as client:  # the caller does not go through the proxy
-            client.catalog.adjust_stock(product, 3, "delivery", request_id=f"req-{product}")
-        assert proxy.forget(_pooled_connection_ports())  # the service's reply connection among them
-        with connect(amqp_uri, timeout=5) as client:
-            assert client.catalog.get_stock(product)["on_hand"] == 3
-            assert client.catalog.get_stock(product)["on_hand"] == 3
-    finally:
-        proxy.close()
+    start_service(ExampleInventory, settings=settings_for("catalog", amqp_uri=proxied))
+    product = uid()
+    with connect(amqp_uri, timeout=5) as client:  # the caller does not go through the proxy
+        client.catalog.adjust_stock(product, 3, "delivery", request_id=f"req-{product}")
+    assert forgetting_proxy.forget(_pooled_connection_ports())  # the service's reply connection among them
+    with connect(amqp_uri, timeout=5) as client:
+        assert client.catalog.get_stock(product)["on_hand"] == 3
+        assert client.catalog.get_stock(product)["on_hand"] == 3
 
 
 def test_the_consumer_check_restarts_only_a_lost_consumer(start_service):
