@@ -18,15 +18,18 @@ import socket
 import struct
 import subprocess
 import sys
+from urllib.parse import urlparse
 
 
 class ForgettingProxy:
-    """The test side: starts the proxy process, forgets connections, stops it."""
+    """The test side: starts the proxy process in front of the broker at `amqp_uri`,
+    forgets connections, stops it. `uri` is the broker's address through the proxy."""
 
-    def __init__(self, upstream_port: int):
-        self.process = subprocess.Popen([sys.executable, __file__, str(upstream_port)],
+    def __init__(self, amqp_uri: str):
+        broker_port = urlparse(amqp_uri).port or 5672
+        self.process = subprocess.Popen([sys.executable, __file__, str(broker_port)],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        self.port = int(self.process.stdout.readline())
+        self.uri = amqp_uri.replace(f":{broker_port}/", f":{self.process.stdout.readline().strip()}/")
 
     def forget(self, ports: set[int]) -> set[int]:
         """The broker forgets these client connections: their upstream goes, the client
@@ -52,7 +55,7 @@ class _Pipes:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.peers: dict[socket.socket, socket.socket] = {}
         self.client_port: dict[socket.socket, int] = {}  # both ends of a pipe -> its client's port
-        self.clients: dict[int, socket.socket] = {}
+        self.upstreams: dict[int, socket.socket] = {}  # client port -> its broker side
         self.forgotten: set[int] = set()
         self.selector.register(self.listener, selectors.EVENT_READ, self._accept)
         self.selector.register(sys.stdin, selectors.EVENT_READ, self._command)
@@ -68,7 +71,7 @@ class _Pipes:
         upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
         self.peers[client], self.peers[upstream] = upstream, client
         self.client_port[client] = self.client_port[upstream] = port
-        self.clients[port] = client
+        self.upstreams[port] = upstream
         for sock in (client, upstream):
             self.selector.register(sock, selectors.EVENT_READ, self._pump)
 
@@ -95,10 +98,10 @@ class _Pipes:
         line = stdin.readline()
         if not line:  # the test process went away
             sys.exit(0)
-        carried = {int(port) for port in line.split()[1:]} & set(self.clients)
+        carried = {int(port) for port in line.split()[1:]} & set(self.upstreams)
         for port in carried:
             self.forgotten.add(port)
-            self._drop(self.peers[self.clients[port]])
+            self._drop(self.upstreams[port])
         print("carried", *sorted(carried), flush=True)
 
     def _drop(self, sock):

@@ -151,9 +151,7 @@ def forgetting_proxy(amqp_uri):
     """A ForgettingProxy in front of the test broker. Ask for it before start_service:
     the proxy then outlives the services whose connections it carries, and they stop
     on live connections."""
-    from urllib.parse import urlparse
-
-    proxy = ForgettingProxy(urlparse(amqp_uri).port or 5672)
+    proxy = ForgettingProxy(amqp_uri)
     yield proxy
     proxy.close()
 
@@ -179,16 +177,12 @@ def test_a_reply_on_a_connection_the_broker_forgot_still_reaches_its_caller(amqp
     open. An unconfirmed reply written into it was lost and its caller waited out its
     timeout; the cluster tests saw that after healed partitions. The reply's confirm reads
     the connection, finds it dead, and kombu sends the reply again on a new one."""
-    from urllib.parse import urlparse
-
     import kombu.pools
 
     from tools.client import connect
 
-    port = urlparse(amqp_uri).port or 5672
-    proxied = amqp_uri.replace(f":{port}/", f":{forgetting_proxy.port}/")
     kombu.pools.reset()  # this process's pools: only the service's own connections from here
-    start_service(ExampleInventory, settings=settings_for("catalog", amqp_uri=proxied))
+    start_service(ExampleInventory, settings=settings_for("catalog", amqp_uri=forgetting_proxy.uri))
     product = uid()
     with connect(amqp_uri, timeout=5) as client:  # the caller does not go through the proxy
         client.catalog.adjust_stock(product, 3, "delivery", request_id=f"req-{product}")
